@@ -1,0 +1,34 @@
+"""streamseg: real-time video segmentation with Hugging Face models.
+
+The Python API, for people who bring their own frames::
+
+    from streamseg import ModelConfig, Segmenter, Renderer, RenderConfig
+
+    segmenter = Segmenter.load(ModelConfig(name="nvidia/segformer-b0-finetuned-ade-512-512"))
+    label_maps = segmenter([rgb_uint8_frame, ...])          # one (H, W) class-id map per frame
+"""
+
+__version__ = "0.1.0"
+
+from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig  # noqa: E402
+from .errors import InputError, ModelLoadError, OutputError, SourceError, StreamsegError  # noqa: E402
+from .frames import Frame, SegmentationResult  # noqa: E402
+
+__all__ = [
+    "DEFAULT_MODEL", "DType", "DropPolicy", "Frame", "InputError", "ModelConfig", "ModelLoadError",
+    "OutputError", "RenderConfig", "Renderer", "RunConfig", "SegmentationResult", "Segmenter",
+    "SourceError", "StreamsegError", "__version__",
+]
+
+
+def __getattr__(name: str):
+    # torch and transformers load only when the model or renderer is asked for.
+    if name == "Segmenter":
+        from .model import Segmenter
+
+        return Segmenter
+    if name == "Renderer":
+        from .render import Renderer
+
+        return Renderer
+    raise AttributeError(name)

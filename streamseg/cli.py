@@ -1,0 +1,199 @@
+"""``streamseg``: the command line. Turns argv into a :class:`RunConfig` and runs it.
+
+Exit codes: 0 done (also after Ctrl-C or SIGTERM, once the output is closed),
+1 a failure while running, 2 bad input (missing or corrupt file, unknown model,
+absent camera, unwritable output, bad flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig
+from .errors import InputError, OutputError, StreamsegError
+
+log = logging.getLogger("streamseg")
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamseg",
+        description="Segment a video, image, folder, stream or camera with a Hugging Face model, live.",
+        epilog="exit codes: 0 done (also when stopped by Ctrl-C/SIGTERM), 1 failure while running, 2 bad input")
+    p.add_argument("input", nargs="?", help="video file, image, folder of images, or stream URL "
+                                            "(rtsp://, rtmp://, http(s)://, tcp://, udp://, srt://)")
+    p.add_argument("-o", "--output", type=Path, help="annotated output: .mp4/.mov/.mkv video, .png/.jpg image, "
+                                                     "or a folder (one PNG per frame)")
+    p.add_argument("--camera", type=int, metavar="N", help="read local camera N instead of INPUT")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id or local folder (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--dtype", default="auto", choices=[d.value for d in DType],
+                   help="model precision (auto: float16 on CUDA, float32 on CPU)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="frames per forward (default: 4)")
+    p.add_argument("--drop-policy", choices=[d.value for d in DropPolicy],
+                   help="when inference falls behind: wait (lossless; default for files) or drop-oldest "
+                        "(default for cameras and streams)")
+    p.add_argument("--alpha", type=float, default=0.4, help="mask opacity, 0..1 (default: 0.4)")
+    p.add_argument("--legend", action="store_true", help="draw the classes visible in each frame")
+    p.add_argument("--show-fps", action="store_true", help="draw the frame rate")
+    display = p.add_mutually_exclusive_group()
+    display.add_argument("--no-display", action="store_true", help="never open a window (headless)")
+    display.add_argument("--display", action="store_true", help="open a window also when writing -o")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="network open/read timeout (default: 10)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow models that run their own code")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p.add_argument("--debug", action="store_true", help="log everything and show tracebacks")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _configure_logging(verbose: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="streamseg: %(levelname)s: %(message)s", stream=sys.stderr)
+    if not debug:  # their retries and notices are not the user's business unless debugging
+        for noisy in ("huggingface_hub", "transformers", "httpx", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        try:
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - a dependency
+            pass
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    if args.camera is None and not args.input:
+        raise InputError("give an INPUT (file, folder, URL) or --camera N")
+    if args.camera is not None and args.input:
+        raise InputError("give either INPUT or --camera N, not both")
+    live_window = args.camera is not None
+    display = args.display or (not args.no_display and (args.output is None or live_window))
+    return RunConfig(
+        source=args.input or f"camera:{args.camera}",
+        output=args.output,
+        display=display,
+        model=ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype),
+                          trust_remote_code=args.trust_remote_code),
+        render=RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps),
+        batch_size=args.batch_size,
+        drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
+        progress=not args.quiet,
+    )
+
+
+def _camera_index(source: str) -> int | None:
+    return int(source.split(":", 1)[1]) if source.startswith("camera:") else None
+
+
+def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bool = False) -> int:
+    """Open the source, load the model, open the outputs, and run the pipeline."""
+    from .model import Segmenter
+    from .pipeline import Pipeline
+    from .render import Renderer
+    from .sinks import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageSink, NullSink, TeeSink, VideoFileSink, WindowSink
+    from .sources import ImageSource, open_source
+
+    out = config.output
+    if out is not None:
+        suffix = out.suffix.lower()
+        if suffix and suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES and not out.is_dir():
+            raise OutputError(f"unsupported output {out}: use a video ({', '.join(sorted(VIDEO_SUFFIXES))}), "
+                              f"an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a folder")
+        parent = (out if (not suffix or out.is_dir()) else out).resolve().parent
+        if not parent.is_dir():
+            raise OutputError(f"output folder does not exist: {parent} (for {out})")
+
+    with open_source(config.source, camera=_camera_index(config.source), timeout=timeout) as source:
+        single_still = isinstance(source, ImageSource) and not source.is_folder
+        if out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not single_still:
+            raise OutputError(f"{out} holds one image, but {source.description} has many frames; "
+                              "write to a video (.mp4) or a folder")
+        segmenter = Segmenter.load(config.model)
+        renderer = Renderer(config.render, segmenter.id2label, segmenter.num_labels)
+
+        pipeline_ref: list = []
+
+        def stop() -> None:
+            if pipeline_ref:
+                pipeline_ref[0].request_stop()
+
+        sinks = []
+        try:
+            if out is not None:
+                if out.suffix.lower() in VIDEO_SUFFIXES:
+                    sinks.append(VideoFileSink(out, audio_from=source.audio_path, fps=source.fps))
+                else:
+                    sinks.append(ImageSink(out, folder=out.suffix.lower() not in IMAGE_SUFFIXES))
+            if config.display:
+                sinks.append(WindowSink(f"streamseg - {source.description}", on_quit=stop))
+        except BaseException:
+            TeeSink(sinks).close()
+            raise
+        sink = sinks[0] if len(sinks) == 1 else TeeSink(sinks) if sinks else NullSink()
+
+        bar = None
+        if config.progress and not source.live:
+            from tqdm import tqdm
+
+            bar = tqdm(total=source.expected_frames, unit="frame", dynamic_ncols=True, mininterval=0.5,
+                       desc="streamseg", file=sys.stderr)
+
+        def on_frame(stats) -> None:
+            bar.update(1)
+
+        pipeline = Pipeline(source, segmenter, renderer, sink, batch_size=config.batch_size,
+                            channel_size=config.channel_size, drop_policy=config.drop_policy,
+                            on_frame=on_frame if bar is not None else None)
+        pipeline_ref.append(pipeline)
+        previous = None
+        if install_signal_handlers:
+            previous = signal.signal(signal.SIGTERM, lambda signum, frame: pipeline.request_stop())
+        try:
+            stats = pipeline.run()
+        finally:
+            if bar is not None:
+                bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    stopped = "" if stats.completed else " (stopped early)"
+    print(f"streamseg: {stats.summary()}{stopped}", file=sys.stderr)
+    if out is not None:
+        print(f"streamseg: wrote {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.debug)
+    try:
+        config = config_from_args(args)
+        return run(config, timeout=args.timeout, install_signal_handlers=True)
+    except StreamsegError as exc:
+        if args.debug:
+            log.exception("failed")
+        print(f"streamseg: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("streamseg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # anything unexpected: one line, the traceback only with --debug
+        if args.debug:
+            log.exception("failed")
+        print(f"streamseg: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              f"{'' if args.debug else ' (run with --debug for details)'}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

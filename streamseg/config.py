@@ -1,0 +1,85 @@
+"""One frozen, validated configuration per run.
+
+The CLI turns argv into a :class:`RunConfig`; the library never reads argv or
+the environment. Validation happens once, in ``__post_init__``, and raises
+:class:`~streamseg.errors.InputError` with the allowed values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+DEFAULT_MODEL = "nvidia/segformer-b0-finetuned-ade-512-512"
+
+
+class DropPolicy(str, enum.Enum):
+    """What a full channel does with a new item."""
+
+    WAIT = "wait"  # the producer blocks: lossless, for files
+    DROP_OLDEST = "drop-oldest"  # the oldest queued item is discarded and counted: for live sources
+
+
+class DType(str, enum.Enum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which model to load and where it runs."""
+
+    name: str = DEFAULT_MODEL
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: DType = DType.AUTO
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise InputError(f"invalid device {dev!r}: expected auto, cpu, cuda or cuda:N")
+        object.__setattr__(self, "dtype", DType(self.dtype))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderConfig:
+    alpha: float = 0.4
+    legend: bool = False
+    show_fps: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"invalid alpha {self.alpha}: expected a value in [0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything one run needs. ``inputs`` are paths, URLs or ``camera:N``."""
+
+    source: str
+    output: Path | None = None
+    display: bool = False
+    model: ModelConfig = ModelConfig()
+    render: RenderConfig = RenderConfig()
+    batch_size: int = 4
+    drop_policy: DropPolicy | None = None  # None: wait for files, drop-oldest for live sources
+    queue_size: int | None = None  # None: sized from the batch size
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"invalid batch size {self.batch_size}: expected 1 or more")
+        if self.queue_size is not None and self.queue_size < 1:
+            raise InputError(f"invalid queue size {self.queue_size}: expected 1 or more")
+        if self.drop_policy is not None:
+            object.__setattr__(self, "drop_policy", DropPolicy(self.drop_policy))
+
+    @property
+    def channel_size(self) -> int:
+        """Items a stage may queue ahead: two batches, so one fills while one runs."""
+        return self.queue_size or max(2, 2 * self.batch_size)

@@ -1,0 +1,317 @@
+"""Load a Hugging Face semantic-segmentation model and run it on batches of frames.
+
+:class:`Segmenter` is owned by one thread (the inference thread in a pipeline,
+or the caller in the Python API). Pre-processing (resize, rescale, normalise as
+the model's image-processor config says) runs in torch on the model's device on
+whole batches of uint8 frames; post-processing turns logits into a class id per
+source pixel on the device, without upsampling every class to full resolution.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import DType, ModelConfig
+from .errors import InputError, ModelLoadError
+from .frames import Frame, SegmentationResult
+
+log = logging.getLogger(__name__)
+
+# PIL resampling ids (what preprocessor_config.json stores) -> torch modes.
+_RESAMPLE = {0: "nearest", 1: "bilinear", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessSpec:
+    """What the model's image processor does to a picture, read from its config."""
+
+    size: Mapping[str, int | None]
+    resample: str = "bilinear"
+    do_resize: bool = True
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    crop_size: Mapping[str, int] | None = None
+    flip_channel_order: bool = False
+    keep_aspect_ratio: bool = False
+    ensure_multiple_of: int = 1
+
+    @classmethod
+    def from_processor(cls, proc: object) -> PreprocessSpec:
+        def get(name: str, default: object) -> object:
+            value = getattr(proc, name, None)
+            return default if value is None else value
+
+        size = get("size", {"height": 512, "width": 512})
+        size = {k: (size.get(k) if isinstance(size, Mapping) else getattr(size, k, None))
+                for k in ("height", "width", "shortest_edge", "longest_edge")}
+        crop = get("crop_size", None) if get("do_center_crop", False) else None
+        if crop is not None:
+            crop = {k: (crop[k] if isinstance(crop, Mapping) else getattr(crop, k)) for k in ("height", "width")}
+        resample = get("resample", 2)
+        return cls(
+            size=size,
+            resample=_RESAMPLE.get(int(resample), "bilinear"),
+            do_resize=bool(get("do_resize", True)),
+            do_rescale=bool(get("do_rescale", True)),
+            rescale_factor=float(get("rescale_factor", 1 / 255)),
+            do_normalize=bool(get("do_normalize", True)),
+            image_mean=tuple(float(v) for v in get("image_mean", cls.image_mean)),
+            image_std=tuple(float(v) for v in get("image_std", cls.image_std)),
+            crop_size=crop,
+            flip_channel_order=bool(get("do_flip_channel_order", False)),
+            keep_aspect_ratio=bool(get("keep_aspect_ratio", False)),
+            ensure_multiple_of=int(get("ensure_multiple_of", 1) or 1),
+        )
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The ``(height, width)`` a ``height x width`` picture is resized to."""
+        s = self.size
+        if s.get("height") and s.get("width"):
+            th, tw = int(s["height"]), int(s["width"])
+            if self.keep_aspect_ratio:  # DPT: scale as little as possible, keep the aspect ratio
+                sh, sw = th / height, tw / width
+                scale = sw if abs(1 - sw) < abs(1 - sh) else sh
+                th, tw = height * scale, width * scale
+            m = self.ensure_multiple_of
+            return max(m, int(round(th / m) * m)), max(m, int(round(tw / m) * m))
+        if s.get("shortest_edge"):
+            short, long = (height, width) if height <= width else (width, height)
+            new_short = int(s["shortest_edge"])
+            new_long = int(new_short * long / short)
+            if s.get("longest_edge") and new_long > int(s["longest_edge"]):
+                new_short, new_long = int(new_short * int(s["longest_edge"]) / new_long), int(s["longest_edge"])
+            return (new_short, new_long) if height <= width else (new_long, new_short)
+        raise InputError(f"unsupported image-processor size {dict(s)}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an :class:`InputError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name!r} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device
+
+
+def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
+    """``auto`` is float16 on CUDA and float32 on the CPU."""
+    if dtype is DType.AUTO:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}[dtype]
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else is meant as a folder."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _load_error(name: str, exc: Exception) -> ModelLoadError:
+    text = str(exc)
+    if isinstance(exc, ValueError) and "Unrecognized configuration class" in text:
+        return ModelLoadError(f"model {name!r} is not a semantic-segmentation model this version supports "
+                              f"({text.splitlines()[0][:160]})")
+    if "couldn't connect" in text or "offline" in text.lower() or "connection" in text.lower():
+        why = "it is not a local folder and the Hugging Face Hub cannot be reached"
+    else:
+        why = "it is not a local folder nor a model on the Hugging Face Hub"
+    return ModelLoadError(f"model {name!r} not found: {why}; pass a local folder with --model PATH")
+
+
+class Segmenter:
+    """A semantic-segmentation model ready to label batches of frames.
+
+    Build one with :meth:`load`. Not thread-safe: one thread calls it.
+    """
+
+    def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, *, device: torch.device,
+                 dtype: torch.dtype, id2label: Mapping[int, str], name: str = "") -> None:
+        self.model = model
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        self.name = name
+        self.id2label = {int(k): str(v) for k, v in id2label.items()}
+        self.num_labels = max(len(self.id2label), int(getattr(model.config, "num_labels", 0) or 0))
+        mean = torch.tensor(spec.image_mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(spec.image_std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        scale = spec.rescale_factor if spec.do_rescale else 1.0
+        # x * scale, then (x - mean) / std, folded into one multiply-add.
+        if spec.do_normalize:
+            self._mul, self._add = scale / std, -mean / std
+        else:
+            self._mul, self._add = torch.full_like(std, scale), torch.zeros_like(mean)
+
+    # -- loading --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, config: ModelConfig) -> Segmenter:
+        """Load ``config.name`` (a Hub id or a local folder) through the Auto classes.
+
+        Raises :class:`ModelLoadError` (an :class:`InputError`) when the model cannot be
+        found or is not a semantic-segmentation model.
+        """
+        from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
+
+        name = config.name
+        path = Path(name).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise ModelLoadError(f"model {name!r} is a file; pass the folder that holds config.json")
+            name = str(path)
+        elif _looks_like_path(name):
+            raise ModelLoadError(f"model folder not found: {name}")
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        trust = config.trust_remote_code
+        try:
+            hf_config = AutoConfig.from_pretrained(name, trust_remote_code=trust)
+        except (OSError, ValueError) as exc:
+            raise _load_error(name, exc) from exc
+        try:
+            model = AutoModelForSemanticSegmentation.from_pretrained(name, trust_remote_code=trust)
+        except ValueError as exc:
+            raise _load_error(name, exc) from exc
+        except OSError as exc:
+            raise ModelLoadError(f"model {name!r} has a config but its weights could not be loaded: "
+                                 f"{str(exc).splitlines()[0][:200]}") from exc
+        try:
+            processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"model {name!r} has no usable image-processor config "
+                                 f"(preprocessor_config.json): {str(exc).splitlines()[0][:200]}") from exc
+        if dtype != torch.float32 and device.type == "cpu":
+            log.warning("%s on the CPU is much slower than float32 on most processors", dtype)
+        model = model.to(device=device, dtype=dtype).eval()
+        id2label = getattr(hf_config, "id2label", None) or {}
+        log.info("loaded %s on %s as %s", name, device, dtype)
+        return cls(model, PreprocessSpec.from_processor(processor), device=device, dtype=dtype,
+                   id2label=id2label, name=config.name)
+
+    # -- the three steps ------------------------------------------------------------------
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 ``(H, W, 3)`` RGB pictures -> normalised ``(B, 3, h, w)`` on the device, in the model's dtype."""
+        groups: list[torch.Tensor] = []
+        for batch in _same_size_runs(images):
+            x = torch.from_numpy(np.stack(batch))
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).float()
+            groups.append(self._resize(x))
+        x = torch.cat(groups) if len(groups) > 1 else groups[0]
+        if self.spec.flip_channel_order:
+            x = x.flip(1)
+        x = x * self._mul + self._add
+        return x.to(self.dtype).contiguous()
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        h, w = x.shape[-2:]
+        if spec.do_resize:
+            th, tw = spec.output_size(h, w)
+            if (th, tw) != (h, w):
+                if spec.resample == "nearest":
+                    x = F.interpolate(x, size=(th, tw), mode="nearest")
+                else:  # PIL antialiases when it shrinks; so does this
+                    x = F.interpolate(x, size=(th, tw), mode=spec.resample, align_corners=False, antialias=True)
+                    x = x.round_().clamp_(0, 255)  # PIL resizes in uint8
+        if spec.crop_size:
+            ch, cw = spec.crop_size["height"], spec.crop_size["width"]
+            h, w = x.shape[-2:]
+            top, left = max(0, (h - ch) // 2), max(0, (w - cw) // 2)
+            x = x[..., top:top + ch, left:left + cw]
+        return x
+
+    @torch.inference_mode()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C, h, w)`` for a pre-processed batch."""
+        return self.model(pixel_values=pixel_values).logits
+
+    @torch.inference_mode()
+    def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Class ids at each source size ``(height, width)``, as ``post_process_semantic_segmentation`` gives."""
+        out = []
+        dtype = np.uint8 if self.num_labels <= 256 else (np.uint16 if self.num_labels <= 65536 else np.int32)
+        for one, (height, width) in zip(logits, sizes):
+            labels = upsampled_argmax(one.float(), height, width)
+            out.append(labels.to(torch.int32).cpu().numpy().astype(dtype, copy=False))
+        return out
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Label maps, one per uint8 RGB picture."""
+        if not images:
+            return []
+        logits = self.forward(self.preprocess(images))
+        return self.postprocess(logits, [img.shape[:2] for img in images])
+
+    def segment(self, frames: Sequence[Frame]) -> list[SegmentationResult]:
+        """One :class:`SegmentationResult` per frame, in order."""
+        maps = self([f.image for f in frames])
+        return [SegmentationResult(frame=f, label_map=m) for f, m in zip(frames, maps)]
+
+
+def _same_size_runs(images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    runs: list[list[np.ndarray]] = []
+    for img in images:
+        if runs and runs[-1][0].shape == img.shape:
+            runs[-1].append(img)
+        else:
+            runs.append([img])
+    return runs
+
+
+@functools.lru_cache(maxsize=16)
+def _axis(n_out: int, n_in: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear source indices and weights along one axis, exactly as ``F.interpolate(align_corners=False)``."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    frac = (src - i0).float()
+    return i0.to(device), i1.to(device), frac.to(device)
+
+
+def upsampled_argmax(logits: torch.Tensor, height: int, width: int, k: int = 2) -> torch.Tensor:
+    """``argmax(interpolate(logits, (height, width), bilinear))`` without the full-size ``(C, H, W)`` tensor.
+
+    A pixel whose four low-resolution neighbours share their best class keeps it:
+    a convex mix of vectors with the same argmax has that argmax. Only the pixels
+    between neighbours that disagree are interpolated, and only for the ``k`` best
+    classes of each neighbour. ``logits`` is ``(C, h, w)``; the result is
+    ``(height, width)`` int64.
+    """
+    c, h, w = logits.shape
+    if (h, w) == (height, width):
+        return logits.argmax(0)
+    k = min(k, c)
+    top = logits.topk(k, dim=0).indices  # (k, h, w), best first
+    y0, y1, fy = _axis(height, h, logits.device)
+    x0, x1, fx = _axis(width, w, logits.device)
+    best = top[0]
+    corners = torch.stack([best[y0][:, x0], best[y0][:, x1], best[y1][:, x0], best[y1][:, x1]])  # (4, H, W)
+    out = corners[0].clone()
+    mixed = (corners != corners[0]).any(0).nonzero(as_tuple=True)
+    if mixed[0].numel():
+        ys, xs = mixed
+        pos = torch.stack([y0[ys] * w + x0[xs], y0[ys] * w + x1[xs], y1[ys] * w + x0[xs], y1[ys] * w + x1[xs]], 1)
+        cand = top.reshape(k, h * w)[:, pos].permute(1, 0, 2).reshape(len(ys), 4 * k)  # (N, 4k) classes
+        wy, wx = fy[ys], fx[xs]
+        weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], 1)  # (N, 4)
+        flat = logits.reshape(c, h * w)
+        values = flat[cand[:, :, None], pos[:, None, :]]  # (N, 4k candidates, 4 corners)
+        scores = (values * weights[:, None, :]).sum(-1)
+        out[ys, xs] = cand.gather(1, scores.argmax(1, keepdim=True))[:, 0]
+    return out

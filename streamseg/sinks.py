@@ -1,0 +1,351 @@
+"""Where annotated frames go: an MP4 file, images, a window, or nowhere.
+
+A sink is created in the caller's thread (so an unwritable output fails before
+any worker starts), then written and closed by one thread: the pipeline's render
+thread. Every sink is a context manager whose ``close()`` is idempotent. The
+pipeline calls ``finish()`` before ``close()`` only when the source was read to
+its end, so a sink can tell a complete run from a stopped one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import av
+import numpy as np
+from PIL import Image
+
+from .errors import OutputError
+from .frames import Frame
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+# Audio codecs that an MP4/MOV/MKV file can carry as they are; others are re-encoded to AAC.
+_COPYABLE_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"})
+
+
+@runtime_checkable
+class Sink(Protocol):
+    def write(self, frame: Frame) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Closing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def finish(self) -> None:
+        """The source was read to its end (nothing to do for most sinks)."""
+
+
+def _check_writable_dir(folder: Path, what: Path) -> None:
+    if not folder.is_dir():
+        raise OutputError(f"output folder does not exist: {folder} (for {what})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder} (for {what})")
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+class _AudioCopy:
+    """Copies (or, when the container cannot hold it, re-encodes to AAC) the audio of ``src`` into ``out``.
+
+    Packets are muxed up to the video time written so far, so a stopped run has
+    audio as long as its video.
+    """
+
+    def __init__(self, src: str, out: av.container.OutputContainer) -> None:
+        self._in = av.open(src)
+        try:
+            in_stream = self._in.streams.audio[0]
+            self._tb = in_stream.time_base
+            self._copy = in_stream.codec_context.name in _COPYABLE_AUDIO
+            if self._copy:
+                self._out_stream = out.add_stream_from_template(in_stream)
+            else:
+                self._out_stream = out.add_stream("aac", rate=in_stream.codec_context.sample_rate or 48_000)
+                self._out_stream.layout = in_stream.codec_context.layout
+            self._packets = self._in.demux(in_stream)
+        except BaseException:
+            self._in.close()
+            raise
+        self._out = out
+        self._pending: av.Packet | None = None
+        self._done = False
+
+    def copy_until(self, seconds: float) -> None:
+        while not self._done:
+            packet = self._pending
+            self._pending = None
+            if packet is None:
+                try:
+                    packet = next(self._packets)
+                except (StopIteration, av.FFmpegError):
+                    self._end()
+                    return
+            if packet.dts is None and packet.size == 0:
+                continue
+            if packet.pts is not None and float(packet.pts * self._tb) > seconds:
+                self._pending = packet
+                return
+            if self._copy:
+                packet.stream = self._out_stream
+                self._out.mux(packet)
+            else:
+                for frame in packet.decode():
+                    frame.pts = None
+                    self._out.mux(self._out_stream.encode(frame))
+
+    def _end(self) -> None:
+        self._done = True
+        if not self._copy:
+            self._out.mux(self._out_stream.encode(None))
+
+    def close(self) -> None:
+        if not self._done:
+            self._end()
+        self._in.close()
+
+
+class VideoFileSink(_Closing):
+    """An H.264 (yuv420p) MP4/MOV/MKV file with ``+faststart``, the frames' own timestamps,
+    and the audio of ``audio_from`` when given.
+
+    The file is created at once; streams are set up from the first frame. ``close()``
+    always flushes the encoder and finalises the file, also after an error.
+    """
+
+    def __init__(self, path: str | Path, *, audio_from: str | None = None, fps: float | None = None,
+                 crf: int = 20, preset: str = "veryfast") -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise OutputError(f"unsupported video output {self.path}: use one of {', '.join(sorted(VIDEO_SUFFIXES))}")
+        _check_writable_dir(self.path.resolve().parent, self.path)
+        if self.path.is_dir():
+            raise OutputError(f"output is a folder, not a file: {self.path}")
+        self._audio_from = audio_from
+        self._fps = fps or 25.0
+        self._crf, self._preset = crf, preset
+        container_options = {"movflags": "+faststart"} if self.path.suffix.lower() != ".mkv" else {}
+        try:
+            self._out = av.open(str(self.path), mode="w", container_options=container_options)
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(f"cannot create {self.path}: {_short(exc)}") from exc
+        self._stream: av.VideoStream | None = None
+        self._audio: _AudioCopy | None = None
+        self._last_pts: int | None = None
+        self._last_seconds = 0.0
+        self._complete = False
+        self._closed = False
+        self.frames_written = 0
+
+    def _start(self, frame: Frame) -> None:
+        width, height = frame.size
+        tb = frame.time_base or Fraction(1, int(round(self._fps * 1000)))
+        stream = self._out.add_stream("libx264", rate=Fraction(self._fps).limit_denominator(1001))
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = tb
+        stream.codec_context.time_base = tb
+        stream.codec_context.options = {"crf": str(self._crf), "preset": self._preset}
+        stream.thread_type = "AUTO"
+        self._stream = stream
+        if self._audio_from:
+            try:
+                self._audio = _AudioCopy(self._audio_from, self._out)
+            except (av.FFmpegError, IndexError) as exc:
+                log.warning("audio of %s not copied: %s", self._audio_from, _short(exc))
+
+    def write(self, frame: Frame) -> None:
+        if self._closed:
+            raise OutputError(f"write to closed output {self.path}")
+        if self._stream is None:
+            self._start(frame)
+        img = frame.image
+        if img.shape[0] % 2 or img.shape[1] % 2:  # yuv420p needs even sizes: repeat the last row/column
+            img = np.pad(img, ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        tb = self._stream.codec_context.time_base
+        if frame.pts is not None and frame.time_base is not None:
+            pts = int(round(frame.pts * frame.time_base / tb))
+        else:
+            pts = int(round(frame.index / self._fps / tb))
+        if self._last_pts is not None and pts <= self._last_pts:
+            log.warning("frame %d: timestamp %d not after %d; moved forward", frame.index, pts, self._last_pts)
+            pts = self._last_pts + 1
+        vf.pts, vf.time_base = pts, tb
+        self._last_pts = pts
+        self._last_seconds = float(pts * tb)
+        try:
+            if self._audio is not None:
+                self._audio.copy_until(self._last_seconds)
+            self._out.mux(self._stream.encode(vf))
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(f"cannot write {self.path}: {_short(exc)}") from exc
+        self.frames_written += 1
+
+    def finish(self) -> None:
+        self._complete = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._stream is not None:
+                self._out.mux(self._stream.encode(None))
+                if self._audio is not None:
+                    # A complete run keeps all of its audio; a stopped one ends with its video.
+                    self._audio.copy_until(float("inf") if self._complete else self._last_seconds + 1 / self._fps)
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(f"cannot finish {self.path}: {_short(exc)}") from exc
+        finally:
+            if self._audio is not None:
+                self._audio.close()
+            try:
+                self._out.close()
+            except (av.FFmpegError, OSError) as exc:
+                raise OutputError(f"cannot finish {self.path}: {_short(exc)}") from exc
+
+
+class ImageSink(_Closing):
+    """Writes frames as images: into one file (a single still), or into a folder.
+
+    In a folder each frame is named after its source file when it has one, else
+    ``{index:06d}.png``.
+    """
+
+    def __init__(self, path: str | Path, *, folder: bool) -> None:
+        self.path = Path(path)
+        self.folder = folder
+        if folder:
+            if self.path.exists() and not self.path.is_dir():
+                raise OutputError(f"output exists and is not a folder: {self.path}")
+            _check_writable_dir(self.path.resolve().parent, self.path)
+            try:
+                self.path.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create output folder {self.path}: {_short(exc)}") from exc
+            _check_writable_dir(self.path, self.path)
+        else:
+            if self.path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise OutputError(f"unsupported image output {self.path}: use one of {', '.join(sorted(IMAGE_SUFFIXES))}")
+            _check_writable_dir(self.path.resolve().parent, self.path)
+        self.frames_written = 0
+
+    def write(self, frame: Frame) -> None:
+        if self.folder:
+            target = self.path / (Path(frame.name).with_suffix(".png").name if frame.name else f"{frame.index:06d}.png")
+        else:
+            if self.frames_written:
+                raise OutputError(f"{self.path} holds one image, but the input has more; write to a folder or a video")
+            target = self.path
+        try:
+            Image.fromarray(frame.image).save(target)
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"cannot write {target}: {_short(exc)}") from exc
+        self.frames_written += 1
+
+    def close(self) -> None:
+        pass
+
+
+class WindowSink(_Closing):
+    """An OpenCV window. ``q`` or Esc (or closing the window) calls ``on_quit``.
+
+    All calls must come from one thread; the window is destroyed in ``close()``.
+    """
+
+    def __init__(self, title: str = "streamseg", *, on_quit: Callable[[], None] | None = None) -> None:
+        import cv2
+
+        if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise OutputError("no display available for the window; use --no-display (and -o FILE) on a headless machine")
+        self._cv2 = cv2
+        self.title = title
+        self.on_quit = on_quit
+        self._opened = False
+        self._closed = False
+        self.frames_written = 0
+        self.quit_requested = False
+
+    def write(self, frame: Frame) -> None:
+        cv2 = self._cv2
+        try:
+            if not self._opened:
+                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+                cv2.resizeWindow(self.title, *frame.size)
+                self._opened = True
+            cv2.imshow(self.title, cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+            key = cv2.waitKey(1) & 0xFF
+            visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
+        except cv2.error as exc:
+            raise OutputError(f"cannot show the window: {_short(exc)}") from exc
+        self.frames_written += 1
+        if (key in (ord("q"), 27) or visible < 1) and not self.quit_requested:
+            self.quit_requested = True
+            if self.on_quit is not None:
+                self.on_quit()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._opened:
+                try:
+                    self._cv2.destroyWindow(self.title)
+                    self._cv2.waitKey(1)
+                except self._cv2.error:
+                    pass
+
+
+class NullSink(_Closing):
+    """Discards frames (a headless run that only reports)."""
+
+    def __init__(self) -> None:
+        self.frames_written = 0
+
+    def write(self, frame: Frame) -> None:
+        self.frames_written += 1
+
+    def close(self) -> None:
+        pass
+
+
+class TeeSink(_Closing):
+    """Writes every frame to several sinks; closes them all, even when one fails to close."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def write(self, frame: Frame) -> None:
+        for s in self.sinks:
+            s.write(frame)
+
+    def finish(self) -> None:
+        for s in self.sinks:
+            s.finish()
+
+    def close(self) -> None:
+        first: BaseException | None = None
+        for s in self.sinks:
+            try:
+                s.close()
+            except BaseException as exc:  # close the rest, then raise the first
+                first = first or exc
+        if first is not None:
+            raise first

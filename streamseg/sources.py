@@ -1,0 +1,237 @@
+"""Where frames come from: video files, network streams, cameras, still images and folders.
+
+Every source opens in its constructor (so a bad path or an absent camera fails in
+the caller's thread, before any worker starts), yields :class:`~streamseg.frames.Frame`
+objects when iterated, and is a context manager with an idempotent ``close()``.
+A source is iterated by one thread: the pipeline's capture thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+import av
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import SourceError
+from .frames import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "tcp", "udp", "srt", "rtp"})
+VIDEO_FILE_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".flv"})
+STILL_FPS = 25  # the rate a folder of stills gets when written as a video
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Yields frames in order. ``live`` sources run at their own pace and may drop frames."""
+
+    live: bool
+    fps: float | None
+    expected_frames: int | None
+    audio_path: str | None
+    description: str
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+class _Closing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def is_url(spec: str) -> bool:
+    return urlparse(spec).scheme.lower() in STREAM_SCHEMES
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+class VideoSource(_Closing):
+    """A video file or network stream decoded with PyAV.
+
+    Files keep their timestamps as they are. Live streams (network URLs) start at 0
+    and their frames may be dropped downstream. ``timeout`` bounds opening and each
+    read of a network stream, in seconds.
+    """
+
+    def __init__(self, spec: str, *, live: bool | None = None, timeout: float = 10.0) -> None:
+        self.spec = spec
+        url = is_url(spec)
+        if url:
+            path_suffix = Path(urlparse(spec).path).suffix.lower()
+            self.live = live if live is not None else not (spec.startswith("http") and path_suffix in VIDEO_FILE_SUFFIXES)
+        else:
+            self.live = bool(live)
+            p = Path(spec)
+            if not p.exists():
+                raise SourceError(f"no such file: {spec}")
+            if p.is_dir():
+                raise SourceError(f"{spec} is a folder, not a video")
+        options = {"rtsp_transport": "tcp"} if spec.startswith("rtsp") else {}
+        try:
+            self._container = av.open(spec, mode="r", options=options, timeout=(timeout, timeout) if url else None)
+        except av.FFmpegError as exc:
+            what = "cannot open stream" if url else "not a readable video"
+            raise SourceError(f"{what}: {spec} ({_short(exc)})") from exc
+        except OSError as exc:  # e.g. permission denied
+            raise SourceError(f"cannot open {spec}: {_short(exc)}") from exc
+        try:
+            self._stream = self._container.streams.video[0]
+        except IndexError:
+            self._container.close()
+            raise SourceError(f"no video stream in {spec}") from None
+        self._stream.thread_type = "AUTO"
+        rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
+        self.fps = float(rate) if rate else None
+        frames = self._stream.frames or 0
+        if not frames and self._stream.duration and self._stream.time_base and self.fps:
+            frames = int(round(float(self._stream.duration * self._stream.time_base) * self.fps))
+        self.expected_frames = frames or None
+        self.audio_path = spec if (not url and self._container.streams.audio) else None
+        self.description = spec
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        tb = self._stream.time_base or Fraction(1, 90_000)
+        step = int(round(1 / (float(tb) * self.fps))) if self.fps else 1
+        first: int | None = None
+        last: int | None = None
+        index = 0
+        try:
+            for vf in self._container.decode(self._stream):
+                pts = vf.pts if vf.pts is not None else (last + step if last is not None else 0)
+                if self.live:
+                    first = pts if first is None else first
+                    pts -= first
+                last = pts
+                yield Frame(index=index, image=vf.to_ndarray(format="rgb24"), pts=pts, time_base=tb)
+                index += 1
+        except av.FFmpegError as exc:
+            if self.live:
+                raise SourceError(f"stream failed: {self.spec} ({_short(exc)})") from exc
+            raise SourceError(f"corrupt video: {self.spec} at frame {index} ({_short(exc)})") from exc
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._container.close()
+
+
+class CameraSource(_Closing):
+    """A local camera through OpenCV; timestamps are wall-clock milliseconds from the first frame.
+
+    ``capture_factory`` builds the capture object (``cv2.VideoCapture`` by default):
+    tests pass a stand-in, since no webcam exists on a build machine.
+    """
+
+    live = True
+    audio_path = None
+    expected_frames = None
+
+    def __init__(self, index: int, *, capture_factory: Callable[[int], object] | None = None) -> None:
+        import cv2
+
+        factory = capture_factory or cv2.VideoCapture
+        self.description = f"camera {index}"
+        self._cap = factory(index)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceError(f"camera {index} not found or cannot be opened")
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0)
+        self.fps = fps if 1 <= fps <= 240 else 30.0
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        import cv2
+
+        start = None
+        index = 0
+        while True:
+            ok, bgr = self._cap.read()
+            now = time.monotonic()
+            if not ok or bgr is None:
+                if index == 0:
+                    raise SourceError(f"{self.description} opened but delivered no frame")
+                log.warning("%s stopped delivering frames after %d", self.description, index)
+                return
+            start = now if start is None else start
+            rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            yield Frame(index=index, image=rgb, pts=int((now - start) * 1000), time_base=Fraction(1, 1000))
+            index += 1
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._cap.release()
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB")).copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SourceError(f"not a readable image: {path} ({_short(exc)})") from exc
+
+
+class ImageSource(_Closing):
+    """One still image, or every image in a folder (sorted by name)."""
+
+    live = False
+    audio_path = None
+
+    def __init__(self, path: str | Path) -> None:
+        p = Path(path)
+        if p.is_dir():
+            self._paths = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+            if not self._paths:
+                raise SourceError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {p}")
+        elif p.is_file():
+            self._paths = [p]
+            _read_image(p)  # fail now, in the caller, if it cannot be read
+        else:
+            raise SourceError(f"no such file: {p}")
+        self.is_folder = p.is_dir()
+        self.fps = float(STILL_FPS)
+        self.expected_frames = len(self._paths)
+        self.description = str(p)
+
+    def __iter__(self) -> Iterator[Frame]:
+        tb = Fraction(1, STILL_FPS)
+        for i, p in enumerate(self._paths):
+            yield Frame(index=i, image=_read_image(p), pts=i, time_base=tb, name=p.name)
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(spec: str, *, camera: int | None = None, timeout: float = 10.0) -> Source:
+    """The right source for a path, URL or camera index. Raises :class:`SourceError`."""
+    if camera is not None:
+        return CameraSource(camera)
+    if is_url(spec):
+        return VideoSource(spec, timeout=timeout)
+    p = Path(spec)
+    if not p.exists():
+        raise SourceError(f"no such file or folder: {spec}")
+    if p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS:
+        return ImageSource(p)
+    return VideoSource(spec)
