@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import SAMPLE_CLIP, decode, save_tiny_segformer
+from streamseg.config import DType, ModelConfig
+from streamseg.errors import InputError, ModelLoadError
+from streamseg.model import PreprocessSpec, Segmenter, resolve_device, resolve_dtype, upsampled_argmax
+
+
+def test_upsampled_argmax_matches_full_interpolation_on_smooth_logits():
+    torch.manual_seed(0)
+    # Smooth fields over 150 classes, like a real model's logits.
+    logits = F.interpolate(torch.randn(1, 150, 12, 12) * 3, size=(64, 64), mode="bilinear")[0]
+    ref = F.interpolate(logits[None], size=(360, 640), mode="bilinear", align_corners=False)[0].argmax(0)
+    got = upsampled_argmax(logits, 360, 640)
+    assert got.shape == (360, 640)
+    assert (got == ref).float().mean().item() >= 0.999
+
+
+def test_upsampled_argmax_is_exact_where_neighbours_agree():
+    logits = torch.zeros(3, 4, 4)
+    logits[1, :, :2] = 5.0  # left half class 1
+    logits[2, :, 2:] = 5.0  # right half class 2
+    ref = F.interpolate(logits[None], size=(17, 31), mode="bilinear", align_corners=False)[0].argmax(0)
+    assert torch.equal(upsampled_argmax(logits, 17, 31), ref)
+
+
+def test_preprocess_matches_the_transformers_image_processor(tiny_model):
+    from transformers import AutoImageProcessor
+
+    seg = Segmenter.load(ModelConfig(name=str(tiny_model), device="cpu"))
+    images, _ = decode(SAMPLE_CLIP)
+    batch = images[:3]
+    ours = seg.preprocess(batch)
+    theirs = AutoImageProcessor.from_pretrained(tiny_model)(images=batch, return_tensors="pt")["pixel_values"]
+    assert ours.shape == theirs.shape == (3, 3, 64, 64)
+    # PIL and torch antialiasing differ by a grey level here and there (1 level = 0.0175 after normalising).
+    diff = (ours - theirs).abs()
+    assert diff.mean().item() < 0.02
+    assert (diff < 0.036).float().mean().item() > 0.97
+
+
+def test_label_map_agrees_with_post_process_semantic_segmentation(demo_model):
+    """streamseg's label map vs transformers' own pre- and post-processing on the sample clip."""
+    from transformers import AutoImageProcessor
+
+    seg = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu"))
+    processor = AutoImageProcessor.from_pretrained(demo_model)
+    images, _ = decode(SAMPLE_CLIP)
+    images = images[::10]
+    ours = seg(images)
+    with torch.inference_mode():
+        inputs = processor(images=images, return_tensors="pt")
+        outputs = seg.model(**inputs)
+        theirs = processor.post_process_semantic_segmentation(outputs, target_sizes=[im.shape[:2] for im in images])
+    agreement = np.mean([(a == b.numpy()).mean() for a, b in zip(ours, theirs)])
+    print(f"pixel agreement with post_process_semantic_segmentation: {agreement:.4%}")
+    assert agreement >= 0.99
+    assert ours[0].shape == images[0].shape[:2] and ours[0].dtype == np.uint8
+
+
+def test_batches_of_mixed_sizes_keep_each_frames_size(tiny_model):
+    seg = Segmenter.load(ModelConfig(name=str(tiny_model), device="cpu"))
+    a = np.zeros((50, 70, 3), np.uint8)
+    b = np.full((33, 41, 3), 200, np.uint8)
+    maps = seg([a, b, a])
+    assert [m.shape for m in maps] == [(50, 70), (33, 41), (50, 70)]
+    assert np.array_equal(maps[0], maps[2])
+
+
+def test_label_map_uses_every_class_id_in_range(tiny_model):
+    seg = Segmenter.load(ModelConfig(name=str(tiny_model), device="cpu"))
+    images, _ = decode(SAMPLE_CLIP)
+    m = seg(images[:2])[0]
+    assert m.max() < seg.num_labels == 5
+    assert seg.id2label[4] == "class4"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("./no/such/model", "model folder not found: ./no/such/model"),
+    ("nobody-has/this-model-xyz", "model 'nobody-has/this-model-xyz' not found: .*--model PATH"),
+])
+def test_unknown_models_fail_with_one_clear_line(name, message):
+    with pytest.raises(ModelLoadError, match=message):
+        Segmenter.load(ModelConfig(name=name, device="cpu"))
+
+
+def test_a_model_that_is_not_for_segmentation_is_refused(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="not a semantic-segmentation model"):
+        Segmenter.load(ModelConfig(name=str(tmp_path), device="cpu"))
+
+
+def test_cuda_requested_without_cuda_is_bad_input():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InputError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_invalid_device_names_list_the_choices():
+    with pytest.raises(InputError, match="expected auto, cpu, cuda or cuda:N"):
+        ModelConfig(device="gpu")
+
+
+def test_auto_dtype_is_float32_on_cpu_and_float16_on_cuda():
+    assert resolve_dtype(DType.AUTO, torch.device("cpu")) is torch.float32
+    assert resolve_dtype(DType.AUTO, torch.device("cuda")) is torch.float16
+    assert resolve_dtype(DType.BFLOAT16, torch.device("cpu")) is torch.bfloat16
+
+
+def test_shortest_edge_and_dpt_sizes():
+    spec = PreprocessSpec(size={"shortest_edge": 256})
+    assert spec.output_size(360, 640) == (256, 455)
+    assert spec.output_size(640, 360) == (455, 256)
+    dpt = PreprocessSpec(size={"height": 384, "width": 384}, keep_aspect_ratio=True, ensure_multiple_of=32)
+    assert dpt.output_size(360, 640) == (384, 672)
+
+
+def test_float16_model_on_cpu_still_gives_label_maps(tmp_path):
+    folder = save_tiny_segformer(tmp_path, num_labels=3)
+    seg = Segmenter.load(ModelConfig(name=str(folder), device="cpu", dtype=DType.BFLOAT16))
+    assert next(seg.model.parameters()).dtype is torch.bfloat16
+    (m,) = seg([np.zeros((20, 30, 3), np.uint8)])
+    assert m.shape == (20, 30) and m.max() < 3
