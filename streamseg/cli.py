@@ -63,6 +63,12 @@ def _configure_logging(verbose: bool, debug: bool) -> None:
         for noisy in ("huggingface_hub", "transformers", "httpx", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         try:
+            import cv2
+
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # e.g. V4L probing an absent camera
+        except (ImportError, AttributeError):  # pragma: no cover - a dependency
+            pass
+        try:
             import transformers
 
             transformers.logging.set_verbosity_error()
@@ -101,7 +107,7 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
     from .pipeline import Pipeline
     from .render import Renderer
     from .sinks import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageSink, NullSink, TeeSink, VideoFileSink, WindowSink
-    from .sources import ImageSource, open_source
+    from .sources import ImageSource, is_url, open_source
 
     out = config.output
     if out is not None:
@@ -113,12 +119,15 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
         if not parent.is_dir():
             raise OutputError(f"output folder does not exist: {parent} (for {out})")
 
+    # A network stream is opened after the model loads, so that no backlog builds up meanwhile;
+    # anything else is opened first, so that a bad path fails before a slow model load.
+    segmenter = Segmenter.load(config.model) if is_url(config.source) else None
     with open_source(config.source, camera=_camera_index(config.source), timeout=timeout) as source:
         single_still = isinstance(source, ImageSource) and not source.is_folder
         if out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not single_still:
             raise OutputError(f"{out} holds one image, but {source.description} has many frames; "
                               "write to a video (.mp4) or a folder")
-        segmenter = Segmenter.load(config.model)
+        segmenter = segmenter or Segmenter.load(config.model)
         renderer = Renderer(config.render, segmenter.id2label, segmenter.num_labels)
 
         pipeline_ref: list = []
@@ -155,16 +164,26 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
                             channel_size=config.channel_size, drop_policy=config.drop_policy,
                             on_frame=on_frame if bar is not None else None)
         pipeline_ref.append(pipeline)
-        previous = None
+        previous: dict[int, object] = {}
         if install_signal_handlers:
-            previous = signal.signal(signal.SIGTERM, lambda signum, frame: pipeline.request_stop())
+            def on_signal(signum: int, frame: object) -> None:
+                if pipeline.stop_event.is_set():
+                    log.warning("second %s: stopping now", signal.Signals(signum).name)
+                    pipeline.abort()
+                else:
+                    log.warning("%s: finishing the frames in flight (send it again to stop now)",
+                                signal.Signals(signum).name)
+                    pipeline.request_stop()
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
         try:
             stats = pipeline.run()
         finally:
             if bar is not None:
                 bar.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     stopped = "" if stats.completed else " (stopped early)"
     print(f"streamseg: {stats.summary()}{stopped}", file=sys.stderr)
     if out is not None:

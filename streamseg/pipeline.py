@@ -230,13 +230,17 @@ class Pipeline:
         second one aborts. Either way the sink is closed before this returns.
         """
         t_start = time.monotonic()
-        threads = {name: threading.Thread(target=self._guard, args=(fn,), name=f"streamseg-{name}", daemon=True)
+        done = {name: threading.Event() for name in ("capture", "inference", "render")}
+        threads = {name: threading.Thread(target=self._guard, args=(fn, done[name]), name=f"streamseg-{name}",
+                                          daemon=True)
                    for name, fn in (("capture", self._capture), ("inference", self._infer), ("render", self._render))}
         for t in threads.values():
             t.start()
-        while threads["render"].is_alive():
+        # Wait on an Event, not Thread.join(): on Python 3.11 a KeyboardInterrupt inside join()
+        # can mark a running thread as finished, and the process would exit before the sink closes.
+        while not done["render"].is_set():
             try:
-                threads["render"].join(_POLL)
+                done["render"].wait(_POLL)
             except KeyboardInterrupt:
                 if self.stop_event.is_set():
                     log.warning("second interrupt: stopping now")
@@ -247,10 +251,10 @@ class Pipeline:
         # The sink is closed. Upstream threads end on their own (their channels are
         # cancelled); do not wait long for one stuck in a blocking read.
         deadline = time.monotonic() + self._join_timeout
-        for name in ("inference", "capture"):
-            threads[name].join(max(0.0, deadline - time.monotonic()))
+        for name in ("render", "inference", "capture"):
+            done[name].wait(max(0.0, deadline - time.monotonic()))
         for name, t in threads.items():
-            if t.is_alive():
+            if not done[name].is_set():
                 log.warning("%s thread still busy after the stop; leaving it behind", name)
         self.stats.frames_dropped = self.frames.dropped
         self.stats.wall_seconds = time.monotonic() - t_start
@@ -258,8 +262,10 @@ class Pipeline:
             raise self._error
         return self.stats
 
-    def _guard(self, fn: Callable[[], None]) -> None:
+    def _guard(self, fn: Callable[[], None], done: threading.Event) -> None:
         try:
             fn()
         except BaseException as exc:  # every error reaches the caller through run()
             self._fail(exc)
+        finally:
+            done.set()

@@ -143,6 +143,8 @@ class VideoFileSink(_Closing):
         self._crf, self._preset = crf, preset
         container_options = {"movflags": "+faststart"} if self.path.suffix.lower() != ".mkv" else {}
         try:
+            with open(self.path, "wb"):  # FFmpeg opens the file only at the first frame: fail here instead
+                pass
             self._out = av.open(str(self.path), mode="w", container_options=container_options)
         except (av.FFmpegError, OSError) as exc:
             raise OutputError(f"cannot create {self.path}: {_short(exc)}") from exc

@@ -1,0 +1,45 @@
+import numpy as np
+
+from streamseg.config import RenderConfig
+from streamseg.frames import Frame, SegmentationResult
+from streamseg.render import Renderer, blend, palette
+
+
+def test_palette_is_fixed_and_the_same_for_every_class_count():
+    assert np.array_equal(palette(10), palette(150)[:10])
+    assert np.array_equal(palette(3), np.random.default_rng(42).integers(0, 256, (256, 3), dtype=np.uint8)[:3])
+    assert palette(1000).shape == (1000, 3)
+
+
+def test_blend_is_the_alpha_mix_of_frame_and_class_colour():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    labels = rng.integers(0, 7, (20, 30)).astype(np.uint8)
+    colours = palette(7)
+    out = blend(img, labels, colours, 0.4)
+    expected = 0.6 * img.astype(np.float64) + 0.4 * colours[labels].astype(np.float64)
+    assert np.abs(out.astype(np.float64) - expected).max() <= 0.5 + 1e-6
+    assert np.array_equal(blend(img, labels, colours, 0.0), img)
+    assert np.array_equal(blend(img, labels, colours, 1.0), colours[labels])
+
+
+def _result(labels):
+    img = np.full(labels.shape + (3,), 100, np.uint8)
+    return SegmentationResult(frame=Frame(index=0, image=img), label_map=labels)
+
+
+def test_legend_and_fps_draw_only_when_asked():
+    labels = np.zeros((120, 200), np.uint8)
+    labels[:, 100:] = 2
+    plain = Renderer(RenderConfig(), {0: "sky", 2: "road"}, 3)(_result(labels))
+    legend = Renderer(RenderConfig(legend=True), {0: "sky", 2: "road"}, 3)(_result(labels))
+    fps = Renderer(RenderConfig(show_fps=True), {0: "sky", 2: "road"}, 3)(_result(labels), fps=24.0)
+    changed_legend = np.argwhere((legend != plain).any(-1))
+    changed_fps = np.argwhere((fps != plain).any(-1))
+    assert len(changed_legend) > 50 and changed_legend[:, 1].max() < 100  # top left
+    assert len(changed_fps) > 20 and changed_fps[:, 1].min() > 100 and changed_fps[:, 0].max() < 40  # top right
+    # Swatches in the class colours, one per visible class (ids 0 and 2).
+    colours = palette(3)
+    for cid in (0, 2):
+        assert (legend == colours[cid]).all(-1).sum() >= 25
+    assert not (legend == colours[1]).all(-1).any()
