@@ -10,6 +10,10 @@ The Python API, for people who bring their own frames::
 
 __version__ = "0.1.0"
 
+# OpenCV must load before PyAV: PyAV's wheels bundle their own libxcb, and an OpenCV (Qt)
+# window opened after it hangs forever (PyAV-Org/PyAV#978, #1050).
+import cv2  # noqa: E402,F401
+
 from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig  # noqa: E402
 from .errors import InputError, ModelLoadError, OutputError, SourceError, StreamsegError  # noqa: E402
 from .frames import Frame, SegmentationResult  # noqa: E402

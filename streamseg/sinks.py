@@ -290,7 +290,7 @@ class WindowSink(_Closing):
         cv2 = self._cv2
         try:
             if not self._opened:
-                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
                 cv2.resizeWindow(self.title, *frame.size)
                 self._opened = True
             cv2.imshow(self.title, cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))

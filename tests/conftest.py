@@ -12,6 +12,7 @@ from pathlib import Path
 # The Hub is unreachable from CI: fail fast instead of retrying for 25 s (read at import by huggingface_hub).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import streamseg  # noqa: E402,F401  (loads OpenCV before PyAV: see streamseg/__init__.py)
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
