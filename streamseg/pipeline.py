@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ from .sources import Source
 log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds between checks of the abort flag while waiting
+_FPS_WINDOW = 30  # frames over which the drawn frame rate is measured
 
 
 @dataclass
@@ -100,7 +102,6 @@ class Pipeline:
         self._on_frame = on_frame
         self._join_timeout = join_timeout
         self._batch_wait = (1.0 / source.fps if source.fps else 0.04) if source.live else None
-        self._fps_ema: float | None = None
 
     # -- control (any thread) ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -190,7 +191,7 @@ class Pipeline:
 
     def _render(self) -> None:
         render_t, write_t = self.stats.stages["render"], self.stats.stages["write"]
-        last = None
+        recent: deque[float] = deque(maxlen=_FPS_WINDOW)  # when the last frames were drawn, for --show-fps
         try:
             while True:
                 try:
@@ -200,12 +201,9 @@ class Pipeline:
                 if item is END:
                     break
                 t0 = time.perf_counter()
-                now = time.monotonic()
-                if last is not None and now > last:
-                    inst = 1.0 / (now - last)
-                    self._fps_ema = inst if self._fps_ema is None else 0.9 * self._fps_ema + 0.1 * inst
-                last = now
-                image = self.renderer(item, fps=self._fps_ema)
+                recent.append(t0)
+                fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None
+                image = self.renderer(item, fps=fps)
                 t1 = time.perf_counter()
                 self.sink.write(item.frame.with_image(image))
                 t2 = time.perf_counter()

@@ -223,6 +223,9 @@ class VideoFileSink(_Closing):
                 self._out.close()
             except (av.FFmpegError, OSError) as exc:
                 raise OutputError(f"cannot finish {self.path}: {_short(exc)}") from exc
+            finally:
+                if self._stream is None:  # no frame ever came: leave no empty, unplayable file behind
+                    self.path.unlink(missing_ok=True)
 
 
 class ImageSink(_Closing):

@@ -1,6 +1,7 @@
 """The command line end to end: real files in, real files out, decoded and checked."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,6 +192,7 @@ def test_a_signal_leaves_a_playable_file_with_every_frame_written(sig, long_clip
     assert audio == pytest.approx(written / 25, abs=0.2)
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI as a stream server (apt-get install ffmpeg)")
 def test_tcp_stream_in(tiny_model, tmp_path):
     import socket
 
@@ -215,3 +217,16 @@ def test_tcp_stream_in(tiny_model, tmp_path):
     frames, times = decode(out)
     assert len(frames) == written and times[0] == 0.0  # a live stream starts at 0
 
+
+
+def test_a_failure_while_running_is_exit_1_in_one_line(tiny_model, monkeypatch, capsys, tmp_path):
+    def broken(self, frames):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(Segmenter, "segment", broken)
+    out = tmp_path / "out.mp4"
+    assert main([str(SAMPLE_CLIP), "-o", str(out), "--model", str(tiny_model), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["streamseg: error: RuntimeError: CUDA error: an illegal memory access was encountered "
+                   "(run with --debug for details)"]
+    assert not out.exists()  # no frame was written: no empty, unplayable file is left behind
