@@ -22,6 +22,7 @@ from PIL import Image
 
 from .errors import OutputError
 from .frames import Frame
+from .resources import Closing, short_message
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,11 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class _Closing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class SinkBase(Closing):
+    """A context manager whose ``finish()`` does nothing: most sinks need no end-of-input step."""
 
     def finish(self) -> None:
-        """The source was read to its end (nothing to do for most sinks)."""
+        """The source was read to its end."""
 
 
 def _check_writable_dir(folder: Path, what: Path) -> None:
@@ -58,8 +55,6 @@ def _check_writable_dir(folder: Path, what: Path) -> None:
         raise OutputError(f"output folder is not writable: {folder} (for {what})")
 
 
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 class _AudioCopy:
@@ -122,7 +117,7 @@ class _AudioCopy:
         self._in.close()
 
 
-class VideoFileSink(_Closing):
+class VideoFileSink(SinkBase):
     """An H.264 (yuv420p) MP4/MOV/MKV file with ``+faststart``, the frames' own timestamps,
     and the audio of ``audio_from`` when given.
 
@@ -147,7 +142,7 @@ class VideoFileSink(_Closing):
                 pass
             self._out = av.open(str(self.path), mode="w", container_options=container_options)
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot create {self.path}: {_short(exc)}") from exc
+            raise OutputError(f"cannot create {self.path}: {short_message(exc)}") from exc
         self._stream: av.VideoStream | None = None
         self._audio: _AudioCopy | None = None
         self._last_pts: int | None = None
@@ -171,7 +166,7 @@ class VideoFileSink(_Closing):
             try:
                 self._audio = _AudioCopy(self._audio_from, self._out)
             except (av.FFmpegError, IndexError) as exc:
-                log.warning("audio of %s not copied: %s", self._audio_from, _short(exc))
+                log.warning("audio of %s not copied: %s", self._audio_from, short_message(exc))
 
     def write(self, frame: Frame) -> None:
         if self._closed:
@@ -198,7 +193,7 @@ class VideoFileSink(_Closing):
                 self._audio.copy_until(self._last_seconds)
             self._out.mux(self._stream.encode(vf))
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot write {self.path}: {_short(exc)}") from exc
+            raise OutputError(f"cannot write {self.path}: {short_message(exc)}") from exc
         self.frames_written += 1
 
     def finish(self) -> None:
@@ -215,20 +210,20 @@ class VideoFileSink(_Closing):
                     # A complete run keeps all of its audio; a stopped one ends with its video.
                     self._audio.copy_until(float("inf") if self._complete else self._last_seconds + 1 / self._fps)
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot finish {self.path}: {_short(exc)}") from exc
+            raise OutputError(f"cannot finish {self.path}: {short_message(exc)}") from exc
         finally:
             if self._audio is not None:
                 self._audio.close()
             try:
                 self._out.close()
             except (av.FFmpegError, OSError) as exc:
-                raise OutputError(f"cannot finish {self.path}: {_short(exc)}") from exc
+                raise OutputError(f"cannot finish {self.path}: {short_message(exc)}") from exc
             finally:
                 if self._stream is None:  # no frame ever came: leave no empty, unplayable file behind
                     self.path.unlink(missing_ok=True)
 
 
-class ImageSink(_Closing):
+class ImageSink(SinkBase):
     """Writes frames as images: into one file (a single still), or into a folder.
 
     In a folder each frame is named after its source file when it has one, else
@@ -245,7 +240,7 @@ class ImageSink(_Closing):
             try:
                 self.path.mkdir(exist_ok=True)
             except OSError as exc:
-                raise OutputError(f"cannot create output folder {self.path}: {_short(exc)}") from exc
+                raise OutputError(f"cannot create output folder {self.path}: {short_message(exc)}") from exc
             _check_writable_dir(self.path, self.path)
         else:
             if self.path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -263,14 +258,14 @@ class ImageSink(_Closing):
         try:
             Image.fromarray(frame.image).save(target)
         except (OSError, ValueError) as exc:
-            raise OutputError(f"cannot write {target}: {_short(exc)}") from exc
+            raise OutputError(f"cannot write {target}: {short_message(exc)}") from exc
         self.frames_written += 1
 
     def close(self) -> None:
         pass
 
 
-class WindowSink(_Closing):
+class WindowSink(SinkBase):
     """An OpenCV window. ``q`` or Esc (or closing the window) calls ``on_quit``.
 
     All calls must come from one thread; the window is destroyed in ``close()``.
@@ -300,7 +295,7 @@ class WindowSink(_Closing):
             key = cv2.waitKey(1) & 0xFF
             visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
         except cv2.error as exc:
-            raise OutputError(f"cannot show the window: {_short(exc)}") from exc
+            raise OutputError(f"cannot show the window: {short_message(exc)}") from exc
         self.frames_written += 1
         if (key in (ord("q"), 27) or visible < 1) and not self.quit_requested:
             self.quit_requested = True
@@ -318,7 +313,7 @@ class WindowSink(_Closing):
                     pass
 
 
-class NullSink(_Closing):
+class NullSink(SinkBase):
     """Discards frames (a headless run that only reports)."""
 
     def __init__(self) -> None:
@@ -331,7 +326,7 @@ class NullSink(_Closing):
         pass
 
 
-class TeeSink(_Closing):
+class TeeSink(SinkBase):
     """Writes every frame to several sinks; closes them all, even when one fails to close."""
 
     def __init__(self, sinks: Sequence[Sink]) -> None:

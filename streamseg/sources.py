@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import SourceError
 from .frames import Frame
+from .resources import Closing, short_message
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +47,15 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class _Closing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
 
 
 def is_url(spec: str) -> bool:
     return urlparse(spec).scheme.lower() in STREAM_SCHEMES
 
 
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
-class VideoSource(_Closing):
+class VideoSource(Closing):
     """A video file or network stream decoded with PyAV.
 
     Files keep their timestamps as they are. Live streams (network URLs) start at 0
@@ -91,9 +81,9 @@ class VideoSource(_Closing):
             self._container = av.open(spec, mode="r", options=options, timeout=(timeout, timeout) if url else None)
         except av.FFmpegError as exc:
             what = "cannot open stream" if url else "not a readable video"
-            raise SourceError(f"{what}: {spec} ({_short(exc)})") from exc
+            raise SourceError(f"{what}: {spec} ({short_message(exc)})") from exc
         except OSError as exc:  # e.g. permission denied
-            raise SourceError(f"cannot open {spec}: {_short(exc)}") from exc
+            raise SourceError(f"cannot open {spec}: {short_message(exc)}") from exc
         try:
             self._stream = self._container.streams.video[0]
         except IndexError:
@@ -127,8 +117,8 @@ class VideoSource(_Closing):
                 index += 1
         except av.FFmpegError as exc:
             if self.live:
-                raise SourceError(f"stream failed: {self.spec} ({_short(exc)})") from exc
-            raise SourceError(f"corrupt video: {self.spec} at frame {index} ({_short(exc)})") from exc
+                raise SourceError(f"stream failed: {self.spec} ({short_message(exc)})") from exc
+            raise SourceError(f"corrupt video: {self.spec} at frame {index} ({short_message(exc)})") from exc
 
     def close(self) -> None:
         if not self._closed:
@@ -136,7 +126,7 @@ class VideoSource(_Closing):
             self._container.close()
 
 
-class CameraSource(_Closing):
+class CameraSource(Closing):
     """A local camera through OpenCV; timestamps are wall-clock milliseconds from the first frame.
 
     ``capture_factory`` builds the capture object (``cv2.VideoCapture`` by default):
@@ -189,10 +179,10 @@ def _read_image(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB")).copy()
     except (UnidentifiedImageError, OSError) as exc:
-        raise SourceError(f"not a readable image: {path} ({_short(exc)})") from exc
+        raise SourceError(f"not a readable image: {path} ({short_message(exc)})") from exc
 
 
-class ImageSource(_Closing):
+class ImageSource(Closing):
     """One still image, or every image in a folder (sorted by name)."""
 
     live = False
