@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig
+from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig, Task
 from .errors import InputError, OutputError, StreamsegError
 
 log = logging.getLogger("streamseg")
@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "or a folder (one PNG per frame)")
     p.add_argument("--camera", type=int, metavar="N", help="read local camera N instead of INPUT")
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id or local folder (default: %(default)s)")
+    p.add_argument("--task", default="auto", choices=[t.value for t in Task],
+                   help="auto (what the model supports, panoptic first), semantic, instance or panoptic")
+    p.add_argument("--threshold", type=float, default=0.9, help="instance/panoptic: minimum segment score (default 0.9)")
+    p.add_argument("--mask-threshold", type=float, default=0.5,
+                   help="instance/panoptic: mask probability for a pixel to belong to a segment (default 0.5)")
+    p.add_argument("--overlap-threshold", type=float, default=0.5,
+                   help="instance/panoptic: drop a segment when less than this share of its mask is its own (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto", choices=[d.value for d in DType],
                    help="model precision (auto: float16 on CUDA, float32 on CPU)")
@@ -89,7 +96,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         output=args.output,
         display=display,
         model=ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype),
-                          trust_remote_code=args.trust_remote_code),
+                          trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
+                          mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold),
         render=RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps),
         batch_size=args.batch_size,
         drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
@@ -160,9 +168,11 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
         def on_frame(stats) -> None:
             bar.update(1)
 
+        still_results: list = []
         pipeline = Pipeline(source, segmenter, renderer, sink, batch_size=config.batch_size,
                             channel_size=config.channel_size, drop_policy=config.drop_policy,
-                            on_frame=on_frame if bar is not None else None)
+                            on_frame=on_frame if bar is not None else None,
+                            on_result=still_results.append if single_still else None)
         pipeline_ref.append(pipeline)
         previous: dict[int, object] = {}
         if install_signal_handlers:
@@ -184,6 +194,11 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
                 bar.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    for result in still_results:  # as the seed example prints for one image
+        print("Segmented parts:")
+        for seg in result.segments():
+            score = "N/A" if seg.score is None else f"{seg.score:.3f}"
+            print(f"\u2022 {seg.label} (score: {score})")
     stopped = "" if stats.completed else " (stopped early)"
     print(f"streamseg: {stats.summary()}{stopped}", file=sys.stderr)
     if out is not None:

@@ -23,6 +23,15 @@ class DropPolicy(str, enum.Enum):
     DROP_OLDEST = "drop-oldest"  # the oldest queued item is discarded and counted: for live sources
 
 
+class Task(str, enum.Enum):
+    """What the model is asked for. AUTO: what the model supports, panoptic first (as the transformers pipeline)."""
+
+    AUTO = "auto"
+    SEMANTIC = "semantic"
+    INSTANCE = "instance"
+    PANOPTIC = "panoptic"
+
+
 class DType(str, enum.Enum):
     AUTO = "auto"
     FLOAT32 = "float32"
@@ -38,12 +47,22 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: DType = DType.AUTO
     trust_remote_code: bool = False
+    task: Task = Task.AUTO
+    # Instance/panoptic post-processing, with the transformers pipeline's defaults.
+    threshold: float = 0.9  # keep segments whose class score is above this
+    mask_threshold: float = 0.5  # a pixel belongs to a mask above this probability
+    overlap_threshold: float = 0.5  # drop a segment when less than this share of its mask survives overlaps
 
     def __post_init__(self) -> None:
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise InputError(f"invalid device {dev!r}: expected auto, cpu, cuda or cuda:N")
         object.__setattr__(self, "dtype", DType(self.dtype))
+        object.__setattr__(self, "task", Task(self.task))
+        for name in ("threshold", "mask_threshold", "overlap_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InputError(f"invalid {name.replace('_', '-')} {value}: expected a value in [0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
@@ -50,12 +51,56 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    """One labelled region: a class (semantic) or one instance / panoptic segment.
+
+    ``bbox`` is ``(x, y, width, height)`` in pixels; ``score`` is ``None`` for semantic classes.
+    """
+
+    id: int
+    label_id: int
+    label: str
+    score: float | None
+    area: int
+    bbox: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SegmentationResult:
-    """The model's answer for one frame: a class id for every pixel, at the frame's resolution."""
+    """The model's answer for one frame, at the frame's resolution.
+
+    ``label_map`` holds a class id per pixel; for instance and panoptic results it is
+    int32 with -1 where no segment lies. ``segment_map`` (instance/panoptic only) holds
+    the segment id per pixel, and ``segment_info`` one ``(id, label_id, score)`` per segment.
+    """
 
     frame: Frame
     label_map: np.ndarray  # (H, W) integer class ids
+    task: str = "semantic"
+    segment_map: np.ndarray | None = None
+    segment_info: tuple[tuple[int, int, float], ...] = ()
+    id2label: Mapping[int, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         h, w = self.label_map.shape
-        return f"SegmentationResult(frame={self.frame.index}, label_map=<{w}x{h} {self.label_map.dtype}>)"
+        return (f"SegmentationResult(frame={self.frame.index}, task={self.task}, "
+                f"label_map=<{w}x{h} {self.label_map.dtype}>, segments={len(self.segment_info) or '-'})")
+
+    def segments(self) -> list[Segment]:
+        """Every segment with its area and box (semantic: one per class present, by class id)."""
+        if self.segment_map is None:
+            ids = self.label_map
+            infos = [(int(c), int(c), None) for c in np.flatnonzero(np.bincount(ids.ravel()))]
+        else:
+            ids = self.segment_map
+            infos = list(self.segment_info)
+        out = []
+        for seg_id, label_id, score in infos:
+            ys, xs = np.nonzero(ids == seg_id)
+            if len(ys):
+                bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+            else:
+                bbox = (0, 0, 0, 0)
+            out.append(Segment(id=int(seg_id), label_id=int(label_id), label=self.id2label.get(int(label_id), str(label_id)),
+                               score=None if score is None else float(score), area=int(len(ys)), bbox=bbox))
+        return out

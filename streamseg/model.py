@@ -10,7 +10,9 @@ source pixel on the device, without upsampling every class to full resolution.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DType, ModelConfig
+from .config import DType, ModelConfig, Task
 from .errors import InputError, ModelLoadError
 from .frames import Frame, SegmentationResult
 
@@ -45,6 +47,7 @@ class PreprocessSpec:
     flip_channel_order: bool = False
     keep_aspect_ratio: bool = False
     ensure_multiple_of: int = 1
+    size_divisor: int = 0  # Mask2Former/MaskFormer: round the resized size up to a multiple of this
 
     @classmethod
     def from_processor(cls, proc: object) -> PreprocessSpec:
@@ -72,6 +75,7 @@ class PreprocessSpec:
             flip_channel_order=bool(get("do_flip_channel_order", False)),
             keep_aspect_ratio=bool(get("keep_aspect_ratio", False)),
             ensure_multiple_of=int(get("ensure_multiple_of", 1) or 1),
+            size_divisor=int(get("size_divisor", 0) or 0),
         )
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
@@ -85,12 +89,18 @@ class PreprocessSpec:
                 th, tw = height * scale, width * scale
             m = self.ensure_multiple_of
             return max(m, int(round(th / m) * m)), max(m, int(round(tw / m) * m))
-        if s.get("shortest_edge"):
+        if s.get("shortest_edge") and s.get("longest_edge"):  # DETR, MaskFormer, Mask2Former
+            from transformers.image_transforms import get_size_with_aspect_ratio
+
+            th, tw = get_size_with_aspect_ratio((height, width), int(s["shortest_edge"]), int(s["longest_edge"]))
+            if self.size_divisor:
+                d = self.size_divisor
+                th, tw = int(math.ceil(th / d) * d), int(math.ceil(tw / d) * d)
+            return th, tw
+        if s.get("shortest_edge"):  # MobileViT: the short side to this, the aspect ratio kept
             short, long = (height, width) if height <= width else (width, height)
             new_short = int(s["shortest_edge"])
             new_long = int(new_short * long / short)
-            if s.get("longest_edge") and new_long > int(s["longest_edge"]):
-                new_short, new_long = int(new_short * int(s["longest_edge"]) / new_long), int(s["longest_edge"])
             return (new_short, new_long) if height <= width else (new_long, new_short)
         raise InputError(f"unsupported image-processor size {dict(s)}")
 
@@ -132,21 +142,39 @@ def _load_error(name: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"model {name!r} not found: {why}; pass a local folder with --model PATH")
 
 
+_TASK_ORDER = (Task.PANOPTIC, Task.INSTANCE, Task.SEMANTIC)  # auto picks the first the model supports
+
+
+def supported_tasks(processor: object, semantic_head: bool) -> list[Task]:
+    """The tasks a model's image processor can post-process, panoptic first (as the transformers pipeline)."""
+    if semantic_head:  # *ForSemanticSegmentation models give per-class logits only
+        return [Task.SEMANTIC]
+    return [t for t in _TASK_ORDER if hasattr(processor, f"post_process_{t.value}_segmentation")]
+
+
 class Segmenter:
-    """A semantic-segmentation model ready to label batches of frames.
+    """A segmentation model (semantic, instance or panoptic) ready to label batches of frames.
 
     Build one with :meth:`load`. Not thread-safe: one thread calls it.
     """
 
     def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, *, device: torch.device,
-                 dtype: torch.dtype, id2label: Mapping[int, str], name: str = "") -> None:
+                 dtype: torch.dtype, id2label: Mapping[int, str], name: str = "", task: Task = Task.SEMANTIC,
+                 processor: object | None = None, threshold: float = 0.9, mask_threshold: float = 0.5,
+                 overlap_threshold: float = 0.5) -> None:
         self.model = model
         self.spec = spec
         self.device = device
         self.dtype = dtype
         self.name = name
+        self.task = Task(task)
+        self.processor = processor
+        self.threshold, self.mask_threshold, self.overlap_threshold = threshold, mask_threshold, overlap_threshold
+        if self.task is not Task.SEMANTIC and processor is None:
+            raise ValueError(f"a {self.task.value} segmenter needs the model's image processor")
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
         self.num_labels = max(len(self.id2label), int(getattr(model.config, "num_labels", 0) or 0))
+        self._pixel_mask = "pixel_mask" in inspect.signature(model.forward).parameters
         mean = torch.tensor(spec.image_mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(spec.image_std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
         scale = spec.rescale_factor if spec.do_rescale else 1.0
@@ -161,10 +189,15 @@ class Segmenter:
     def load(cls, config: ModelConfig) -> Segmenter:
         """Load ``config.name`` (a Hub id or a local folder) through the Auto classes.
 
-        Raises :class:`ModelLoadError` (an :class:`InputError`) when the model cannot be
-        found or is not a semantic-segmentation model.
+        Semantic models (``AutoModelForSemanticSegmentation``: SegFormer, UperNet, DPT, BEiT,
+        MobileViT...) and universal ones (``AutoModelForUniversalSegmentation``: Mask2Former,
+        MaskFormer, DETR panoptic...). Raises :class:`ModelLoadError` (an :class:`InputError`)
+        when the model cannot be found, is not a segmentation model, or cannot do ``config.task``.
         """
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
+        from transformers import (AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation,
+                                  AutoModelForUniversalSegmentation)
+        from transformers.models.auto.modeling_auto import (MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
+                                                            MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES)
 
         name = config.name
         path = Path(name).expanduser()
@@ -181,8 +214,21 @@ class Segmenter:
             hf_config = AutoConfig.from_pretrained(name, trust_remote_code=trust)
         except (OSError, ValueError) as exc:
             raise _load_error(name, exc) from exc
+        model_type = getattr(hf_config, "model_type", "")
+        if model_type == "oneformer":
+            raise ModelLoadError(f"model {name!r} is a OneFormer model, which streamseg does not run yet")
+        semantic_head = model_type in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+        if semantic_head:
+            auto = AutoModelForSemanticSegmentation
+        elif model_type in MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES:
+            auto = AutoModelForUniversalSegmentation
+        else:
+            raise ModelLoadError(f"model {name!r} is not a segmentation model (its type is {model_type or 'unknown'!r})")
         try:
-            model = AutoModelForSemanticSegmentation.from_pretrained(name, trust_remote_code=trust)
+            model = auto.from_pretrained(name, trust_remote_code=trust)
+        except ImportError as exc:  # e.g. timm for the Hub's DETR checkpoints, scipy for Mask2Former
+            raise ModelLoadError(f"model {name!r} needs a package that is not installed: "
+                                 f"{str(exc).splitlines()[0][:200]}") from exc
         except ValueError as exc:
             raise _load_error(name, exc) from exc
         except OSError as exc:
@@ -193,13 +239,19 @@ class Segmenter:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"model {name!r} has no usable image-processor config "
                                  f"(preprocessor_config.json): {str(exc).splitlines()[0][:200]}") from exc
+        tasks = supported_tasks(processor, semantic_head)
+        task = tasks[0] if config.task is Task.AUTO and tasks else config.task
+        if task not in tasks:
+            raise ModelLoadError(f"model {name!r} cannot do {task.value} segmentation; it can do: "
+                                 f"{', '.join(t.value for t in tasks) or 'nothing streamseg knows'}")
         if dtype != torch.float32 and device.type == "cpu":
             log.warning("%s on the CPU is much slower than float32 on most processors", dtype)
         model = model.to(device=device, dtype=dtype).eval()
         id2label = getattr(hf_config, "id2label", None) or {}
-        log.info("loaded %s on %s as %s", name, device, dtype)
-        return cls(model, PreprocessSpec.from_processor(processor), device=device, dtype=dtype,
-                   id2label=id2label, name=config.name)
+        log.info("loaded %s (%s) on %s as %s", name, task.value, device, dtype)
+        return cls(model, PreprocessSpec.from_processor(processor), device=device, dtype=dtype, id2label=id2label,
+                   name=config.name, task=task, processor=processor, threshold=config.threshold,
+                   mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold)
 
     # -- the three steps ------------------------------------------------------------------
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -211,6 +263,10 @@ class Segmenter:
                 x = x.pin_memory().to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2).float()
             groups.append(self._resize(x))
+        if len({g.shape[-2:] for g in groups}) > 1:  # frames of different sizes: pad to the largest, as the processors do
+            h = max(g.shape[-2] for g in groups)
+            w = max(g.shape[-1] for g in groups)
+            groups = [F.pad(g, (0, w - g.shape[-1], 0, h - g.shape[-2])) for g in groups]
         x = torch.cat(groups) if len(groups) > 1 else groups[0]
         if self.spec.flip_channel_order:
             x = x.flip(1)
@@ -236,31 +292,74 @@ class Segmenter:
         return x
 
     @torch.inference_mode()
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, C, h, w)`` for a pre-processed batch."""
-        return self.model(pixel_values=pixel_values).logits
+    def forward(self, pixel_values: torch.Tensor):
+        """The model's output for a pre-processed batch: logits ``(B, C, h, w)`` for semantic models,
+        the full output object for instance/panoptic ones."""
+        if self.task is Task.SEMANTIC:
+            return self.model(pixel_values=pixel_values).logits
+        kwargs = {}
+        if self._pixel_mask:  # frames of one size fill the whole padded canvas
+            kwargs["pixel_mask"] = torch.ones((pixel_values.shape[0], *pixel_values.shape[-2:]), dtype=torch.long,
+                                              device=pixel_values.device)
+        return self.model(pixel_values=pixel_values, **kwargs)
 
     @torch.inference_mode()
-    def postprocess(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Class ids at each source size ``(height, width)``, as ``post_process_semantic_segmentation`` gives."""
+    def postprocess(self, outputs, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Class ids at each source size ``(height, width)``, as ``post_process_semantic_segmentation`` gives.
+
+        For instance/panoptic models, see :meth:`segment`; this returns their class maps (-1: no segment).
+        """
+        if self.task is not Task.SEMANTIC:
+            return [parts[0] for parts in self._postprocess_segments(outputs, sizes)]
         out = []
         dtype = np.uint8 if self.num_labels <= 256 else (np.uint16 if self.num_labels <= 65536 else np.int32)
-        for one, (height, width) in zip(logits, sizes):
+        for one, (height, width) in zip(outputs, sizes):
             labels = upsampled_argmax(one.float(), height, width)
             out.append(labels.to(torch.int32).cpu().numpy().astype(dtype, copy=False))
         return out
 
+    def _postprocess_segments(self, outputs, sizes: Sequence[tuple[int, int]]):
+        """``(label_map, segment_map, infos)`` per frame, through the model's own post-processing (on the device)."""
+        fn = getattr(self.processor, f"post_process_{self.task.value}_segmentation")
+        if self.dtype != torch.float32:  # post-processing in float32, as transformers does on float32 models
+            for key in ("class_queries_logits", "masks_queries_logits", "logits", "pred_masks", "pred_boxes"):
+                if getattr(outputs, key, None) is not None:
+                    outputs[key] = outputs[key].float()
+        results = fn(outputs, threshold=self.threshold, mask_threshold=self.mask_threshold,
+                     overlap_mask_area_threshold=self.overlap_threshold, target_sizes=[tuple(s) for s in sizes])
+        out = []
+        for res, (height, width) in zip(results, sizes):
+            seg = res["segmentation"]
+            infos = tuple((int(i["id"]), int(i["label_id"]), float(i["score"])) for i in res["segments_info"])
+            seg_map = (seg.to(torch.int32).cpu().numpy() if seg is not None
+                       else np.full((height, width), -1, np.int32))
+            lut = np.full(max([i for i, _, _ in infos] + [0]) + 2, -1, np.int32)  # segment id -> class id
+            for seg_id, label_id, _ in infos:
+                lut[seg_id] = label_id
+            label_map = np.where(seg_map >= 0, lut[np.clip(seg_map, 0, len(lut) - 1)], -1).astype(np.int32)
+            out.append((label_map, seg_map, infos))
+        return out
+
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Label maps, one per uint8 RGB picture."""
+        """Class-id maps, one per uint8 RGB picture (-1 where an instance/panoptic model found no segment)."""
         if not images:
             return []
-        logits = self.forward(self.preprocess(images))
-        return self.postprocess(logits, [img.shape[:2] for img in images])
+        outputs = self.forward(self.preprocess(images))
+        return self.postprocess(outputs, [img.shape[:2] for img in images])
 
     def segment(self, frames: Sequence[Frame]) -> list[SegmentationResult]:
         """One :class:`SegmentationResult` per frame, in order."""
-        maps = self([f.image for f in frames])
-        return [SegmentationResult(frame=f, label_map=m) for f, m in zip(frames, maps)]
+        if not frames:
+            return []
+        images = [f.image for f in frames]
+        sizes = [img.shape[:2] for img in images]
+        outputs = self.forward(self.preprocess(images))
+        if self.task is Task.SEMANTIC:
+            return [SegmentationResult(frame=f, label_map=m, id2label=self.id2label)
+                    for f, m in zip(frames, self.postprocess(outputs, sizes))]
+        return [SegmentationResult(frame=f, label_map=lm, task=self.task.value, segment_map=sm, segment_info=infos,
+                                   id2label=self.id2label)
+                for f, (lm, sm, infos) in zip(frames, self._postprocess_segments(outputs, sizes))]
 
 
 def _same_size_runs(images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:

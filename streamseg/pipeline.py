@@ -86,7 +86,8 @@ class Pipeline:
     def __init__(self, source: Source, segmenter: Segmenter | Callable[[list[Frame]], list[SegmentationResult]],
                  renderer: Renderer | Callable[..., object], sink: Sink, *, batch_size: int = 4,
                  channel_size: int | None = None, drop_policy: DropPolicy | None = None,
-                 on_frame: Callable[[RunStats], None] | None = None, join_timeout: float = 2.0) -> None:
+                 on_frame: Callable[[RunStats], None] | None = None,
+                 on_result: Callable[[SegmentationResult], None] | None = None, join_timeout: float = 2.0) -> None:
         self.source, self.sink, self.renderer = source, sink, renderer
         self._segment = segmenter.segment if isinstance(segmenter, Segmenter) else segmenter
         self.batch_size = batch_size
@@ -100,6 +101,7 @@ class Pipeline:
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._on_frame = on_frame
+        self._on_result = on_result
         self._join_timeout = join_timeout
         self._batch_wait = (1.0 / source.fps if source.fps else 0.04) if source.live else None
 
@@ -200,6 +202,8 @@ class Pipeline:
                     continue
                 if item is END:
                     break
+                if self._on_result is not None:
+                    self._on_result(item)
                 t0 = time.perf_counter()
                 recent.append(t0)
                 fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None

@@ -28,9 +28,16 @@ def palette(n: int) -> np.ndarray:
 
 
 def blend(image: np.ndarray, label_map: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
-    """``round((1 - alpha) * image + alpha * colours[label_map])`` per pixel, as uint8."""
-    overlay = colours[label_map]
-    return cv2.addWeighted(image, 1.0 - alpha, overlay, alpha, 0.0)
+    """``round((1 - alpha) * image + alpha * colours[label_map])`` per pixel, as uint8.
+
+    Pixels labelled -1 (no instance/panoptic segment) keep the image's colour.
+    """
+    if label_map.dtype.kind == "i" and label_map.min(initial=0) < 0:
+        void = label_map < 0
+        out = cv2.addWeighted(image, 1.0 - alpha, colours[np.where(void, 0, label_map)], alpha, 0.0)
+        out[void] = image[void]
+        return out
+    return cv2.addWeighted(image, 1.0 - alpha, colours[label_map], alpha, 0.0)
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=(255, 255, 255)) -> None:
@@ -64,7 +71,8 @@ class Renderer:
         cfg = self.config
         img = blend(result.frame.image, result.label_map, self.colours, cfg.alpha)
         if cfg.legend:
-            present = np.flatnonzero(np.bincount(result.label_map.ravel(), minlength=len(self.colours)))
+            labels = result.label_map.ravel()
+            present = np.flatnonzero(np.bincount(labels[labels >= 0], minlength=len(self.colours)))
             draw_legend(img, present, self.colours, self.id2label)
         if cfg.show_fps and fps is not None:
             scale = max(0.4, min(img.shape[:2]) / 700)

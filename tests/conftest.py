@@ -103,3 +103,59 @@ def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subpro
 
 def has_xvfb() -> bool:
     return shutil.which("Xvfb") is not None
+
+
+def save_tiny_mask2former(folder: Path, *, seed: int = 0) -> Path:
+    """A real Mask2FormerForUniversalSegmentation (random weights, Swin backbone) and its image processor.
+
+    With random weights no query clears the pipeline's 0.9 score threshold, so the class
+    predictor's weights are scaled by 40: its softmax becomes confident and some queries
+    give segments. Nothing else is changed, and no output is faked.
+    """
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+    from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
+
+    torch.manual_seed(seed)
+    backbone = {"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                "window_size": 4, "image_size": 64, "out_features": ["stage1", "stage2", "stage3", "stage4"]}
+    config = Mask2FormerConfig(backbone_config=backbone, num_labels=4, hidden_dim=32, num_queries=10, encoder_layers=1,
+                               decoder_layers=2, encoder_feedforward_dim=64, dim_feedforward=64, num_attention_heads=2,
+                               mask_feature_size=32, feature_size=32, id2label={i: f"thing{i}" for i in range(4)},
+                               label2id={f"thing{i}": i for i in range(4)})
+    model = Mask2FormerForUniversalSegmentation(config).eval()
+    with torch.no_grad():
+        model.class_predictor.weight.mul_(40)
+    model.save_pretrained(folder)
+    Mask2FormerImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_detr_panoptic(folder: Path, *, seed: int = 0) -> Path:
+    """A real DetrForSegmentation with a native ResNet backbone (the Hub's use timm), random weights,
+    its class classifier scaled by 40 so that queries are confident (see save_tiny_mask2former)."""
+    from transformers import DetrConfig, DetrForSegmentation, ResNetConfig
+    from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
+
+    torch.manual_seed(seed)
+    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
+                            out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = DetrConfig(use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False, d_model=32,
+                        encoder_layers=1, decoder_layers=1, encoder_attention_heads=8, decoder_attention_heads=8,
+                        encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=10, num_labels=5,
+                        id2label={i: f"obj{i}" for i in range(5)}, label2id={f"obj{i}": i for i in range(5)})
+    model = DetrForSegmentation(config).eval()
+    with torch.no_grad():
+        model.detr.class_labels_classifier.weight.mul_(40)
+    model.save_pretrained(folder)
+    DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_mask2former(tmp_path_factory) -> Path:
+    return save_tiny_mask2former(tmp_path_factory.mktemp("tiny-mask2former"))
+
+
+@pytest.fixture(scope="session")
+def tiny_detr(tmp_path_factory) -> Path:
+    return save_tiny_detr_panoptic(tmp_path_factory.mktemp("tiny-detr"))

@@ -81,7 +81,8 @@ def test_folder_of_images_to_folder(tiny_model, tmp_path):
     assert main([str(src), "-o", str(out), "--model", str(tiny_model), "-q"]) == 0
     written = sorted(p.name for p in out.iterdir())
     assert written == ["a.png", "b.png", "c.png"]
-    assert Image.open(out / "b.png").size == (33, 21)
+    with Image.open(out / "b.png") as im:
+        assert im.size == (33, 21)
 
 
 def test_odd_sized_video_is_padded_to_an_even_size(tiny_model, tmp_path):

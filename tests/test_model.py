@@ -91,7 +91,7 @@ def test_a_model_that_is_not_for_segmentation_is_refused(tmp_path):
     from transformers import BertConfig
 
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="not a semantic-segmentation model"):
+    with pytest.raises(ModelLoadError, match=r"is not a segmentation model \(its type is .bert.\)"):
         Segmenter.load(ModelConfig(name=str(tmp_path), device="cpu"))
 
 

@@ -1,0 +1,110 @@
+"""Semantic, instance and panoptic models: streamseg's segments equal what transformers' pipeline returns."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLE_CLIP, SAMPLE_IMAGE, decode
+from streamseg.cli import main
+from streamseg.config import ModelConfig, Task
+from streamseg.errors import ModelLoadError
+from streamseg.frames import Frame
+from streamseg.model import Segmenter
+
+
+def _compare_with_pipeline(model_dir, task, **thresholds):
+    from transformers import pipeline
+
+    image = Image.open(SAMPLE_IMAGE).convert("RGB")
+    theirs = pipeline("image-segmentation", model=str(model_dir))(image, subtask=task, **thresholds)
+    seg = Segmenter.load(ModelConfig(name=str(model_dir), device="cpu", task=task, **thresholds))
+    (result,) = seg.segment([Frame(index=0, image=np.asarray(image))])
+    ours = result.segments()
+    assert len(theirs) > 0, "the fixture must give segments, or the comparison proves nothing"
+    assert [s.label for s in ours] == [t["label"] for t in theirs]
+    ids = result.segment_map if result.segment_map is not None else result.label_map
+    for s, t in zip(ours, theirs):
+        if t["score"] is None:
+            assert s.score is None
+        else:
+            assert s.score == pytest.approx(t["score"], abs=1e-3)
+        a, b = np.asarray(t["mask"]) > 0, ids == s.id
+        iou = (a & b).sum() / (a | b).sum()
+        assert iou >= 0.95, f"{s.label}: mask IoU {iou:.3f}"
+        assert s.area == b.sum()
+    return result
+
+
+def test_semantic_equals_the_pipeline(demo_model):
+    result = _compare_with_pipeline(demo_model, "semantic")
+    assert result.task == "semantic" and len(result.segments()) == 7
+
+
+@pytest.mark.parametrize("task", ["panoptic", "instance"])
+def test_detr_equals_the_pipeline(tiny_detr, task):
+    _compare_with_pipeline(tiny_detr, task)
+
+
+def test_mask2former_panoptic_equals_the_pipeline(tiny_mask2former):
+    result = _compare_with_pipeline(tiny_mask2former, "panoptic")
+    assert len(result.segments()) == 3
+
+
+def test_mask2former_instance_equals_the_pipeline(tiny_mask2former):
+    # Instance scores multiply the class score by the mean mask probability; at the default 0.9 the
+    # random-weight model has no instance, so both sides are compared at 0.5.
+    _compare_with_pipeline(tiny_mask2former, "instance", threshold=0.5)
+
+
+def test_auto_task_is_panoptic_first_and_unsupported_tasks_are_refused(tiny_mask2former, demo_model):
+    assert Segmenter.load(ModelConfig(name=str(tiny_mask2former), device="cpu")).task is Task.PANOPTIC
+    assert Segmenter.load(ModelConfig(name=str(demo_model), device="cpu")).task is Task.SEMANTIC
+    with pytest.raises(ModelLoadError, match="cannot do panoptic segmentation; it can do: semantic"):
+        Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", task=Task.PANOPTIC))
+
+
+def _segments(model_dir, **kw):
+    seg = Segmenter.load(ModelConfig(name=str(model_dir), device="cpu", task=Task.PANOPTIC, **kw))
+    image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))
+    return [(s.label, round(s.score, 3), s.area) for s in seg.segment([Frame(index=0, image=image)])[0].segments()]
+
+
+@pytest.mark.parametrize("flag, value", [("threshold", 0.995), ("mask_threshold", 0.9), ("overlap_threshold", 0.99)])
+def test_each_threshold_changes_the_segments(tiny_mask2former, flag, value):
+    default = _segments(tiny_mask2former)
+    changed = _segments(tiny_mask2former, **{flag: value})
+    assert len(default) == 3 and changed != default
+
+
+def test_threshold_flags_reach_the_cli(tiny_mask2former, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    assert main([str(SAMPLE_IMAGE), "-o", str(out), "--model", str(tiny_mask2former), "-q"]) == 0
+    default = capsys.readouterr().out
+    assert main([str(SAMPLE_IMAGE), "-o", str(out), "--model", str(tiny_mask2former), "-q", "--threshold", "0.995"]) == 0
+    stricter = capsys.readouterr().out
+    assert default.splitlines() == ["Segmented parts:", "\u2022 thing3 (score: 0.999)", "\u2022 thing2 (score: 0.993)",
+                                    "\u2022 thing2 (score: 0.997)"]
+    assert stricter.splitlines() == ["Segmented parts:", "\u2022 thing3 (score: 0.999)", "\u2022 thing2 (score: 0.997)"]
+
+
+def test_semantic_image_prints_its_parts(demo_model, tmp_path, capsys):
+    assert main([str(SAMPLE_IMAGE), "-o", str(tmp_path / "o.png"), "--model", str(demo_model), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Segmented parts:" and "\u2022 person (score: N/A)" in lines and len(lines) == 8
+
+
+def test_panoptic_leaves_unsegmented_pixels_untouched(tiny_detr, tmp_path):
+    image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))
+    found, none = tmp_path / "found.png", tmp_path / "none.png"
+    assert main([str(SAMPLE_IMAGE), "-o", str(found), "--model", str(tiny_detr), "-q"]) == 0
+    assert main([str(SAMPLE_IMAGE), "-o", str(none), "--model", str(tiny_detr), "--threshold", "0.95", "-q"]) == 0
+    # At 0.9 one segment (obj4, score 0.917) covers the picture and is blended; at 0.95 there is none.
+    assert np.abs(np.asarray(Image.open(found)).astype(int) - image).mean() > 10
+    assert np.array_equal(np.asarray(Image.open(none)), image)
+
+
+def test_panoptic_video_end_to_end(tiny_mask2former, tmp_path):
+    out = tmp_path / "pan.mp4"
+    assert main([str(SAMPLE_CLIP), "-o", str(out), "--model", str(tiny_mask2former), "--legend", "-q"]) == 0
+    frames, times = decode(out)
+    assert len(frames) == 100 and times == pytest.approx(decode(SAMPLE_CLIP)[1])
