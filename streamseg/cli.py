@@ -15,12 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig, Task
+from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig, Style, Task
 from .errors import InputError, OutputError, StreamsegError
 
 log = logging.getLogger("streamseg")
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when inference falls behind: wait (lossless; default for files) or drop-oldest "
                         "(default for cameras and streams)")
     p.add_argument("--alpha", type=float, default=0.4, help="mask opacity, 0..1 (default: 0.4)")
+    p.add_argument("--style", default="fill", choices=[st.value for st in Style],
+                   help="fill (default), contour, fill+contour, side-by-side, mask, blur-background, replace-background")
+    p.add_argument("--keep", type=_names, default=(), metavar="CLASSES",
+                   help="blur-/replace-background: classes to leave as they are, comma-separated (e.g. person)")
+    p.add_argument("--background", default="#00b140", metavar="COLOUR_OR_IMAGE",
+                   help="replace-background: #RRGGBB or an image file (default: #00b140, chroma green)")
+    p.add_argument("--classes", type=_names, default=(), metavar="CLASSES",
+                   help="draw only these classes (names or ids, comma-separated)")
+    p.add_argument("--exclude", type=_names, default=(), metavar="CLASSES", help="never draw these classes")
+    p.add_argument("--labels", action="store_true", help="write each segment's label on it")
     p.add_argument("--legend", action="store_true", help="draw the classes visible in each frame")
     p.add_argument("--show-fps", action="store_true", help="draw the frame rate")
     display = p.add_mutually_exclusive_group()
@@ -98,7 +112,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype),
                           trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
                           mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold),
-        render=RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps),
+        render=RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=Style(args.style),
+                            labels=args.labels, classes=args.classes, exclude=args.exclude, keep=args.keep,
+                            background=args.background),
         batch_size=args.batch_size,
         drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
         progress=not args.quiet,
@@ -197,6 +213,8 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
     for result in still_results:  # as the seed example prints for one image
         print("Segmented parts:")
         for seg in result.segments():
+            if not renderer.shows(seg.label_id):
+                continue
             score = "N/A" if seg.score is None else f"{seg.score:.3f}"
             print(f"\u2022 {seg.label} (score: {score})")
     stopped = "" if stats.completed else " (stopped early)"

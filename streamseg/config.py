@@ -32,6 +32,18 @@ class Task(str, enum.Enum):
     PANOPTIC = "panoptic"
 
 
+class Style(str, enum.Enum):
+    """How results are drawn (``--style``)."""
+
+    FILL = "fill"  # alpha blend of the class colours
+    CONTOUR = "contour"  # outlines only
+    FILL_CONTOUR = "fill+contour"
+    SIDE_BY_SIDE = "side-by-side"  # original | overlay
+    MASK = "mask"  # the colours alone
+    BLUR_BACKGROUND = "blur-background"  # keep --keep classes, blur the rest
+    REPLACE_BACKGROUND = "replace-background"  # keep --keep classes, replace the rest
+
+
 class DType(str, enum.Enum):
     AUTO = "auto"
     FLOAT32 = "float32"
@@ -67,13 +79,24 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class RenderConfig:
+    """How to draw. Class selections are names or ids, resolved against the model's labels by the renderer."""
+
     alpha: float = 0.4
     legend: bool = False
     show_fps: bool = False
+    style: Style = Style.FILL
+    labels: bool = False  # write each segment's label on it
+    classes: tuple[str, ...] = ()  # draw only these (empty: all)
+    exclude: tuple[str, ...] = ()  # never draw these
+    keep: tuple[str, ...] = ()  # blur-/replace-background: the classes left as they are
+    background: str = "#00b140"  # replace-background: a colour (#RRGGBB) or an image file
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"invalid alpha {self.alpha}: expected a value in [0, 1]")
+        object.__setattr__(self, "style", Style(self.style))
+        if self.style in (Style.BLUR_BACKGROUND, Style.REPLACE_BACKGROUND) and not self.keep:
+            raise InputError(f"--style {self.style.value} needs --keep CLASS[,CLASS...] (e.g. --keep person)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,10 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from .config import RenderConfig
+from pathlib import Path
+
+from .config import RenderConfig, Style
+from .errors import InputError
 from .frames import SegmentationResult
 
 PALETTE_SEED = 42
@@ -59,20 +62,112 @@ def draw_legend(img: np.ndarray, class_ids: np.ndarray, colours: np.ndarray, id2
         _text(img, id2label.get(cid, str(cid)), (12 + box, y + box - 1), scale)
 
 
+def resolve_classes(names: tuple[str, ...], id2label: Mapping[int, str], flag: str) -> set[int]:
+    """Class ids for names or ids given on the command line; unknown ones are an :class:`InputError`."""
+    by_name = {v.lower(): k for k, v in id2label.items()}
+    out = set()
+    for name in names:
+        key = name.strip()
+        if key.isdigit() and (int(key) in id2label or not id2label):
+            out.add(int(key))
+        elif key.lower() in by_name:
+            out.add(by_name[key.lower()])
+        else:
+            known = ", ".join(list(id2label.values())[:12])
+            raise InputError(f"{flag}: unknown class {name!r}; this model's classes include: {known}")
+    return out
+
+
+def boundaries(ids: np.ndarray) -> np.ndarray:
+    """Pixels whose right or lower neighbour has another id (a 2-pixel line along every edge)."""
+    edge = np.zeros(ids.shape, bool)
+    edge[:, :-1] |= ids[:, :-1] != ids[:, 1:]
+    edge[:-1] |= ids[:-1] != ids[1:]
+    edge[:, 1:] |= edge[:, :-1].copy()
+    edge[1:] |= edge[:-1].copy()
+    return edge
+
+
+def _background(spec: str, shape: tuple[int, ...]) -> np.ndarray:
+    if spec.startswith("#") and len(spec) == 7:
+        try:
+            rgb = [int(spec[i:i + 2], 16) for i in (1, 3, 5)]
+        except ValueError:
+            raise InputError(f"invalid background colour {spec!r}: expected #RRGGBB") from None
+        return np.broadcast_to(np.array(rgb, np.uint8), shape)
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(f"background image not found: {spec} (or give a colour as #RRGGBB)")
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB").resize((shape[1], shape[0])))
+
+
 class Renderer:
-    """Turns a :class:`SegmentationResult` into an annotated RGB picture."""
+    """Turns a :class:`SegmentationResult` into an annotated RGB picture, in the configured style."""
 
     def __init__(self, config: RenderConfig, id2label: Mapping[int, str], num_labels: int) -> None:
         self.config = config
         self.id2label = dict(id2label)
         self.colours = palette(max(num_labels, 1))
+        n = max(num_labels, len(self.colours), 1)
+        self._shown = np.ones(n + 1, bool)  # index -1 (void) is the last entry: never shown
+        self._shown[-1] = False
+        if config.classes:
+            self._shown[:-1] = False
+            self._shown[list(resolve_classes(config.classes, self.id2label, "--classes"))] = True
+        if config.exclude:
+            self._shown[list(resolve_classes(config.exclude, self.id2label, "--exclude"))] = False
+        self._keep = np.zeros(n + 1, bool)
+        if config.keep:
+            self._keep[list(resolve_classes(config.keep, self.id2label, "--keep"))] = True
+        self._backgrounds: dict[tuple[int, ...], np.ndarray] = {}
+        if config.style is Style.REPLACE_BACKGROUND:
+            _background(config.background, (2, 2, 3))  # a bad colour or missing file fails now, not mid-run
+
+    def shows(self, label_id: int) -> bool:
+        """Whether --classes/--exclude let this class be drawn."""
+        return 0 <= label_id < len(self._shown) - 1 and bool(self._shown[label_id])
+
+    def visible_labels(self, result: SegmentationResult) -> np.ndarray:
+        """The label map with classes filtered out by --classes/--exclude set to -1."""
+        lm = result.label_map.astype(np.int32, copy=False)
+        return np.where(self._shown[lm], lm, -1)
 
     def __call__(self, result: SegmentationResult, fps: float | None = None) -> np.ndarray:
         cfg = self.config
-        img = blend(result.frame.image, result.label_map, self.colours, cfg.alpha)
+        image = result.frame.image
+        labels = self.visible_labels(result)
+        style = cfg.style
+        if style is Style.MASK:
+            img = self.colours[np.maximum(labels, 0)]
+            img[labels < 0] = 0
+        elif style in (Style.BLUR_BACKGROUND, Style.REPLACE_BACKGROUND):
+            keep = self._keep[result.label_map.astype(np.int32, copy=False)]
+            if style is Style.BLUR_BACKGROUND:
+                k = max(3, (min(image.shape[:2]) // 20) | 1)
+                rest = cv2.GaussianBlur(image, (k, k), 0)
+            else:
+                rest = self._backgrounds.get(image.shape)
+                if rest is None:
+                    rest = self._backgrounds.setdefault(image.shape, _background(cfg.background, image.shape))
+            img = np.where(keep[..., None], image, rest).astype(np.uint8)
+        elif style is Style.CONTOUR:
+            img = image.copy()
+        else:
+            img = blend(image, labels, self.colours, cfg.alpha)
+        if style in (Style.CONTOUR, Style.FILL_CONTOUR):
+            ids = result.segment_map if result.segment_map is not None else labels
+            edge = boundaries(ids) & (labels >= 0)
+            img[edge] = self.colours[labels[edge]]
+        if style is Style.SIDE_BY_SIDE:
+            img = np.hstack([image, img])
+        if cfg.labels:
+            self._draw_labels(img, result, labels)
         if cfg.legend:
-            labels = result.label_map.ravel()
-            present = np.flatnonzero(np.bincount(labels[labels >= 0], minlength=len(self.colours)))
+            flat = labels.ravel()
+            present = np.flatnonzero(np.bincount(flat[flat >= 0], minlength=len(self.colours)))
             draw_legend(img, present, self.colours, self.id2label)
         if cfg.show_fps and fps is not None:
             scale = max(0.4, min(img.shape[:2]) / 700)
@@ -80,3 +175,17 @@ class Renderer:
             (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
             _text(img, text, (img.shape[1] - tw - 8, th + 8), scale)
         return img
+
+    def _draw_labels(self, img: np.ndarray, result: SegmentationResult, labels: np.ndarray) -> None:
+        """Each visible segment's label at its most interior point."""
+        ids = result.segment_map if result.segment_map is not None else labels
+        scale = max(0.35, min(img.shape[:2]) / 1000)
+        for seg in result.segments():
+            if not self.shows(seg.label_id) or seg.area < 50:
+                continue
+            mask = np.pad((ids == seg.id).astype(np.uint8), 1)  # the frame's edge counts as outside
+            dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+            y, x = np.unravel_index(int(dist.argmax()), dist.shape)
+            y, x = y - 1, x - 1
+            (tw, th), _ = cv2.getTextSize(seg.label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            _text(img, seg.label, (int(x) - tw // 2, int(y) + th // 2), scale)
