@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instance/panoptic: mask probability for a pixel to belong to a segment (default 0.5)")
     p.add_argument("--overlap-threshold", type=float, default=0.5,
                    help="instance/panoptic: drop a segment when less than this share of its mask is its own (default 0.5)")
+    p.add_argument("--smooth", type=float, default=0.0, metavar="S",
+                   help="semantic: temporal smoothing 0..1 (moving average of class probabilities; 0 = off)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto", choices=[d.value for d in DType],
                    help="model precision (auto: float16 on CUDA, float32 on CPU)")
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", type=_names, default=(), metavar="CLASSES", help="never draw these classes")
     p.add_argument("--labels", action="store_true", help="write each segment's label on it")
     p.add_argument("--legend", action="store_true", help="draw the classes visible in each frame")
+    p.add_argument("--json", type=Path, metavar="PATH",
+                   help="write JSON Lines: one record per frame with its segments (id, label, score, area, bbox)")
+    p.add_argument("--json-masks", action="store_true", help="add each segment's mask to --json as COCO RLE")
+    p.add_argument("--masks", type=Path, metavar="DIR",
+                   help="write one indexed PNG per frame holding the class (or segment) id of every pixel")
     p.add_argument("--show-fps", action="store_true", help="draw the frame rate")
     display = p.add_mutually_exclusive_group()
     display.add_argument("--no-display", action="store_true", help="never open a window (headless)")
@@ -111,10 +118,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         display=display,
         model=ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype),
                           trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
-                          mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold),
+                          mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
+                          smooth=args.smooth),
         render=RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=Style(args.style),
                             labels=args.labels, classes=args.classes, exclude=args.exclude, keep=args.keep,
                             background=args.background),
+        json_path=args.json,
+        json_masks=args.json_masks,
+        masks_dir=args.masks,
         batch_size=args.batch_size,
         drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
         progress=not args.quiet,
@@ -127,6 +138,7 @@ def _camera_index(source: str) -> int | None:
 
 def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bool = False) -> int:
     """Open the source, load the model, open the outputs, and run the pipeline."""
+    from .exports import JsonLinesExport, MaskPngExport
     from .model import Segmenter
     from .pipeline import Pipeline
     from .render import Renderer
@@ -160,8 +172,13 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
             if pipeline_ref:
                 pipeline_ref[0].request_stop()
 
-        sinks = []
+        sinks: list = []
+        exports: list = []
         try:
+            if config.json_path is not None:
+                exports.append(JsonLinesExport(config.json_path, masks=config.json_masks))
+            if config.masks_dir is not None:
+                exports.append(MaskPngExport(config.masks_dir, renderer.colours))
             if out is not None:
                 if out.suffix.lower() in VIDEO_SUFFIXES:
                     sinks.append(VideoFileSink(out, audio_from=source.audio_path, fps=source.fps))
@@ -170,6 +187,8 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
             if config.display:
                 sinks.append(WindowSink(f"streamseg - {source.description}", on_quit=stop))
         except BaseException:
+            for export in exports:
+                export.close()
             TeeSink(sinks).close()
             raise
         sink = sinks[0] if len(sinks) == 1 else TeeSink(sinks) if sinks else NullSink()
@@ -188,7 +207,7 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
         pipeline = Pipeline(source, segmenter, renderer, sink, batch_size=config.batch_size,
                             channel_size=config.channel_size, drop_policy=config.drop_policy,
                             on_frame=on_frame if bar is not None else None,
-                            on_result=still_results.append if single_still else None)
+                            on_result=still_results.append if single_still else None, exports=exports)
         pipeline_ref.append(pipeline)
         previous: dict[int, object] = {}
         if install_signal_handlers:

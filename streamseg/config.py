@@ -64,6 +64,7 @@ class ModelConfig:
     threshold: float = 0.9  # keep segments whose class score is above this
     mask_threshold: float = 0.5  # a pixel belongs to a mask above this probability
     overlap_threshold: float = 0.5  # drop a segment when less than this share of its mask survives overlaps
+    smooth: float = 0.0  # semantic: weight of the past in an moving average of class probabilities (0: off)
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -71,6 +72,8 @@ class ModelConfig:
             raise InputError(f"invalid device {dev!r}: expected auto, cpu, cuda or cuda:N")
         object.__setattr__(self, "dtype", DType(self.dtype))
         object.__setattr__(self, "task", Task(self.task))
+        if not 0.0 <= self.smooth < 1.0:
+            raise InputError(f"invalid smooth {self.smooth}: expected a value in [0, 1)")
         for name in ("threshold", "mask_threshold", "overlap_threshold"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -112,12 +115,17 @@ class RunConfig:
     drop_policy: DropPolicy | None = None  # None: wait for files, drop-oldest for live sources
     queue_size: int | None = None  # None: sized from the batch size
     progress: bool = True
+    json_path: Path | None = None  # JSON Lines export
+    json_masks: bool = False  # ... with COCO RLE masks
+    masks_dir: Path | None = None  # one label-map PNG per frame
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise InputError(f"invalid batch size {self.batch_size}: expected 1 or more")
         if self.queue_size is not None and self.queue_size < 1:
             raise InputError(f"invalid queue size {self.queue_size}: expected 1 or more")
+        if self.json_masks and self.json_path is None:
+            raise InputError("--json-masks needs --json PATH")
         if self.drop_policy is not None:
             object.__setattr__(self, "drop_policy", DropPolicy(self.drop_policy))
 

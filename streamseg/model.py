@@ -161,7 +161,7 @@ class Segmenter:
     def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, *, device: torch.device,
                  dtype: torch.dtype, id2label: Mapping[int, str], name: str = "", task: Task = Task.SEMANTIC,
                  processor: object | None = None, threshold: float = 0.9, mask_threshold: float = 0.5,
-                 overlap_threshold: float = 0.5) -> None:
+                 overlap_threshold: float = 0.5, smooth: float = 0.0) -> None:
         self.model = model
         self.spec = spec
         self.device = device
@@ -170,6 +170,10 @@ class Segmenter:
         self.task = Task(task)
         self.processor = processor
         self.threshold, self.mask_threshold, self.overlap_threshold = threshold, mask_threshold, overlap_threshold
+        self.smooth = smooth
+        self._ema: torch.Tensor | None = None  # (C, h, w) smoothed class probabilities of the last frame
+        if smooth and self.task is not Task.SEMANTIC:
+            raise InputError("--smooth applies to semantic models only")
         if self.task is not Task.SEMANTIC and processor is None:
             raise ValueError(f"a {self.task.value} segmenter needs the model's image processor")
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
@@ -251,7 +255,8 @@ class Segmenter:
         log.info("loaded %s (%s) on %s as %s", name, task.value, device, dtype)
         return cls(model, PreprocessSpec.from_processor(processor), device=device, dtype=dtype, id2label=id2label,
                    name=config.name, task=task, processor=processor, threshold=config.threshold,
-                   mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold)
+                   mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold,
+                   smooth=config.smooth)
 
     # -- the three steps ------------------------------------------------------------------
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -314,9 +319,25 @@ class Segmenter:
         out = []
         dtype = np.uint8 if self.num_labels <= 256 else (np.uint16 if self.num_labels <= 65536 else np.int32)
         for one, (height, width) in zip(outputs, sizes):
-            labels = upsampled_argmax(one.float(), height, width)
+            one = one.float()
+            if self.smooth:
+                one = self._smoothed(one)
+            labels = upsampled_argmax(one, height, width)
             out.append(labels.to(torch.int32).cpu().numpy().astype(dtype, copy=False))
         return out
+
+    def _smoothed(self, logits: torch.Tensor) -> torch.Tensor:
+        """Exponential moving average of class probabilities over consecutive frames, on the device."""
+        probs = logits.softmax(0)
+        if self._ema is None or self._ema.shape != probs.shape:
+            self._ema = probs
+        else:
+            self._ema = self.smooth * self._ema + (1 - self.smooth) * probs
+        return self._ema
+
+    def reset(self) -> None:
+        """Forget the smoothing state (call between unrelated videos)."""
+        self._ema = None
 
     def _postprocess_segments(self, outputs, sizes: Sequence[tuple[int, int]]):
         """``(label_map, segment_map, infos)`` per frame, through the model's own post-processing (on the device)."""

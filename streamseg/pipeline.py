@@ -9,8 +9,9 @@
 * ``inference`` owns the segmenter: it takes up to ``batch_size`` frames (on a live
   source it waits at most one frame interval for a batch to fill), runs them and
   puts results into ``results`` (always WAIT: a result is never dropped).
-* ``render`` owns the renderer and the sink: it draws each result, writes it, and
-  closes the sink when it ends, whatever the reason.
+* ``render`` owns the renderer, the exports and the sink: it writes each result to
+  the exports (JSON Lines, mask PNGs), draws it, writes it to the sink, and closes
+  exports and sink when it ends, whatever the reason.
 
 Stop and errors: :meth:`Pipeline.request_stop` (Ctrl-C, a window's ``q``) sets
 the one stop event; capture stops reading and the frames already read flow to
@@ -28,12 +29,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .channel import END, Channel
 from .config import DropPolicy
 from .errors import Stopped
+from .exports import Export
 from .frames import Frame, SegmentationResult
 from .model import Segmenter
 from .render import Renderer
@@ -87,7 +89,8 @@ class Pipeline:
                  renderer: Renderer | Callable[..., object], sink: Sink, *, batch_size: int = 4,
                  channel_size: int | None = None, drop_policy: DropPolicy | None = None,
                  on_frame: Callable[[RunStats], None] | None = None,
-                 on_result: Callable[[SegmentationResult], None] | None = None, join_timeout: float = 2.0) -> None:
+                 on_result: Callable[[SegmentationResult], None] | None = None, exports: Sequence[Export] = (),
+                 join_timeout: float = 2.0) -> None:
         self.source, self.sink, self.renderer = source, sink, renderer
         self._segment = segmenter.segment if isinstance(segmenter, Segmenter) else segmenter
         self.batch_size = batch_size
@@ -102,6 +105,7 @@ class Pipeline:
         self._error_lock = threading.Lock()
         self._on_frame = on_frame
         self._on_result = on_result
+        self.exports = list(exports)
         self._join_timeout = join_timeout
         self._batch_wait = (1.0 / source.fps if source.fps else 0.04) if source.live else None
 
@@ -204,6 +208,8 @@ class Pipeline:
                     break
                 if self._on_result is not None:
                     self._on_result(item)
+                for export in self.exports:
+                    export.write(item)
                 t0 = time.perf_counter()
                 recent.append(t0)
                 fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None
@@ -222,7 +228,11 @@ class Pipeline:
                 self.sink.finish()
         finally:
             self.results.cancel()
-            self.sink.close()
+            try:
+                for export in self.exports:
+                    export.close()
+            finally:
+                self.sink.close()
 
     # -- supervision (the caller's thread) ----------------------------------------------------------
     def run(self) -> RunStats:

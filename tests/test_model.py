@@ -127,3 +127,25 @@ def test_float16_model_on_cpu_still_gives_label_maps(tmp_path):
     assert next(seg.model.parameters()).dtype is torch.bfloat16
     (m,) = seg([np.zeros((20, 30, 3), np.uint8)])
     assert m.shape == (20, 30) and m.max() < 3
+
+
+def test_smoothing_reduces_flicker_on_a_still_noisy_clip(demo_model):
+    from streamseg.synthetic import StreetScene
+
+    base, _ = StreetScene(4242).render(0.0, noise=0)
+    rng = np.random.default_rng(0)
+    frames = [np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8) for _ in range(20)]
+
+    def changes_per_pixel(smooth):
+        seg = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", smooth=smooth))
+        maps = seg(frames[:7]) + seg(frames[7:])  # the state carries across batches
+        return sum((a != b).mean() for a, b in zip(maps, maps[1:]))
+
+    off, on = changes_per_pixel(0.0), changes_per_pixel(0.8)
+    print(f"label changes per pixel over 20 noisy frames: {off:.3f} without smoothing, {on:.3f} with 0.8")
+    assert on < off / 4
+
+
+def test_smoothing_is_refused_for_panoptic_models(tiny_mask2former):
+    with pytest.raises(InputError, match="--smooth applies to semantic models only"):
+        Segmenter.load(ModelConfig(name=str(tiny_mask2former), device="cpu", smooth=0.5))

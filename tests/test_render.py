@@ -43,3 +43,35 @@ def test_legend_and_fps_draw_only_when_asked():
     for cid in (0, 2):
         assert (legend == colours[cid]).all(-1).sum() >= 25
     assert not (legend == colours[1]).all(-1).any()
+
+
+def _panoptic(index, boxes):
+    """A synthetic panoptic result: ``boxes`` maps segment id -> (label id, x0, x1)."""
+    seg_map = np.full((40, 100), -1, np.int32)
+    label_map = np.full((40, 100), -1, np.int32)
+    for seg_id, (label, x0, x1) in boxes.items():
+        seg_map[:, x0:x1] = seg_id
+        label_map[:, x0:x1] = label
+    frame = Frame(index=index, image=np.full((40, 100, 3), 128, np.uint8))
+    infos = tuple((seg_id, label, 0.99) for seg_id, (label, _, _) in boxes.items())
+    return SegmentationResult(frame=frame, label_map=label_map, task="panoptic", segment_map=seg_map,
+                              segment_info=infos, id2label={0: "person", 1: "car"})
+
+
+def test_instances_keep_their_colour_while_they_persist():
+    r = Renderer(RenderConfig(style="mask"), {0: "person", 1: "car"}, 2)
+    first = r(_panoptic(0, {1: (0, 0, 20), 2: (0, 50, 70)}))
+    # Next frame: the two people moved a little and their ids swapped; a car appeared.
+    second = r(_panoptic(1, {2: (0, 2, 22), 1: (0, 52, 72), 3: (1, 80, 95)}))
+    assert (first[:, 5] == second[:, 7]).all() and (first[:, 55] == second[:, 57]).all()
+    assert not (first[0, 5] == first[0, 55]).all()  # two people, two colours
+    car = second[0, 85]
+    assert not (car == second[0, 7]).all() and not (car == second[0, 57]).all()
+    assert (first[:, 30] == 0).all()  # no segment: black in the mask style
+
+
+def test_an_instance_that_vanishes_does_not_lend_its_colour_to_another_class():
+    r = Renderer(RenderConfig(style="mask"), {0: "person", 1: "car"}, 2)
+    first = r(_panoptic(0, {1: (0, 0, 30)}))
+    second = r(_panoptic(1, {1: (1, 0, 30)}))  # same place, now a car
+    assert not (first[0, 10] == second[0, 10]).all()

@@ -1,0 +1,155 @@
+"""Machine-readable outputs written as the run goes: JSON Lines records and PNG label maps.
+
+An export is created in the caller's thread (a bad path fails before any worker
+starts), then written and closed by the pipeline's render thread, one result at a
+time, so a long run stopped midway keeps every record up to the stop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from .errors import OutputError
+from .frames import SegmentationResult
+from .resources import Closing, short_message
+
+VOID_8BIT = 255  # "no segment" in an 8-bit mask PNG
+VOID_16BIT = 65535  # ... and in a 16-bit one
+
+
+@runtime_checkable
+class Export(Protocol):
+    def write(self, result: SegmentationResult) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def rle_encode(mask: np.ndarray) -> dict:
+    """COCO's compressed run-length encoding of a boolean ``(H, W)`` mask: ``{"size": [H, W], "counts": str}``.
+
+    The same string ``pycocotools.mask.encode`` gives (column-major runs, starting with background).
+    """
+    h, w = mask.shape
+    flat = np.asarray(mask, bool).ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs.insert(0, 0)  # counts start with a run of zeros
+    out = []
+    for i, x in enumerate(runs):
+        if i > 2:
+            x -= runs[i - 2]
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = (x != -1) if (c & 0x10) else (x != 0)
+            if more:
+                c |= 0x20
+            out.append(chr(c + 48))
+    return {"size": [int(h), int(w)], "counts": "".join(out)}
+
+
+class JsonLinesExport(Closing):
+    """One JSON object per frame: ``frame``, ``pts`` (seconds or null), ``task`` and ``segments``
+    (``id``, ``label_id``, ``label``, ``score``, ``area``, ``bbox`` [x, y, w, h], and ``rle`` when
+    ``masks`` is true). Each line is flushed as it is written."""
+
+    def __init__(self, path: str | Path, *, masks: bool = False) -> None:
+        self.path = Path(path)
+        self.masks = masks
+        try:
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.path}: {short_message(exc)}") from exc
+        self.records = 0
+
+    def write(self, result: SegmentationResult) -> None:
+        ids = result.segment_map if result.segment_map is not None else result.label_map
+        segments = []
+        for seg in result.segments():
+            item = {"id": seg.id, "label_id": seg.label_id, "label": seg.label, "score": seg.score,
+                    "area": seg.area, "bbox": list(seg.bbox)}
+            if self.masks:
+                item["rle"] = rle_encode(ids == seg.id)
+            segments.append(item)
+        record = {"frame": result.frame.index, "pts": result.frame.seconds, "task": result.task, "segments": segments}
+        if result.frame.name:
+            record["file"] = result.frame.name
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {short_message(exc)}") from exc
+        self.records += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class MaskPngExport(Closing):
+    """One PNG per frame, ``{index:06d}.png``, holding the class id (semantic) or segment id
+    (instance/panoptic) of every pixel.
+
+    8-bit indexed PNGs carry the class colours as their palette; ids over 254 use 16-bit
+    greyscale PNGs. Pixels with no segment hold 255 (8-bit) or 65535 (16-bit).
+    """
+
+    def __init__(self, folder: str | Path, colours: np.ndarray) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OutputError(f"--masks must be a folder: {self.folder}")
+        if not self.folder.resolve().parent.is_dir():
+            raise OutputError(f"output folder does not exist: {self.folder.resolve().parent} (for {self.folder})")
+        try:
+            self.folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.folder}: {short_message(exc)}") from exc
+        self.colours = colours
+        self.frames_written = 0
+
+    def write(self, result: SegmentationResult) -> None:
+        if result.segment_map is not None:
+            ids = result.segment_map
+            lut = {seg_id: label_id for seg_id, label_id, _ in result.segment_info}
+        else:
+            ids, lut = result.label_map, None
+        ids = ids.astype(np.int64, copy=False)
+        top = int(ids.max(initial=0))
+        target = self.folder / f"{result.frame.index:06d}.png"
+        try:
+            if top < VOID_8BIT:
+                img = Image.fromarray(np.where(ids < 0, VOID_8BIT, ids).astype(np.uint8), mode="P")
+                pal = np.zeros((256, 3), np.uint8)
+                n = min(len(self.colours), VOID_8BIT)
+                if lut is None:
+                    pal[:n] = self.colours[:n]
+                else:
+                    for seg_id, label_id in lut.items():
+                        if 0 <= seg_id < VOID_8BIT and 0 <= label_id < len(self.colours):
+                            pal[seg_id] = self.colours[label_id]
+                img.putpalette(pal.ravel().tolist())
+            else:
+                img = Image.fromarray(np.where(ids < 0, VOID_16BIT, ids).astype(np.uint16))
+            img.save(target)
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {short_message(exc)}") from exc
+        self.frames_written += 1
+
+    def close(self) -> None:
+        pass
+
+
+def read_mask_png(path: str | Path) -> np.ndarray:
+    """The ids a :class:`MaskPngExport` wrote, with -1 where there was no segment."""
+    with Image.open(path) as im:
+        ids = np.asarray(im).astype(np.int64)
+    void = VOID_8BIT if ids.max(initial=0) <= VOID_8BIT and im.mode == "P" else VOID_16BIT
+    return np.where(ids == void, -1, ids)
