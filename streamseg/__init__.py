@@ -6,6 +6,8 @@ The Python API, for people who bring their own frames::
 
     segmenter = Segmenter.load(ModelConfig(name="nvidia/segformer-b0-finetuned-ade-512-512"))
     label_maps = segmenter([rgb_uint8_frame, ...])          # one (H, W) class-id map per frame
+
+See the README's "Python API" section.
 """
 
 __version__ = "0.1.0"
@@ -14,14 +16,14 @@ __version__ = "0.1.0"
 # window opened after it hangs forever (PyAV-Org/PyAV#978, #1050).
 import cv2  # noqa: E402,F401
 
-from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig  # noqa: E402
+from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig, Style, Task  # noqa: E402
 from .errors import InputError, ModelLoadError, OutputError, SourceError, StreamsegError  # noqa: E402
-from .frames import Frame, SegmentationResult  # noqa: E402
+from .frames import Frame, Segment, SegmentationResult  # noqa: E402
 
 __all__ = [
     "DEFAULT_MODEL", "DType", "DropPolicy", "Frame", "InputError", "ModelConfig", "ModelLoadError",
-    "OutputError", "RenderConfig", "Renderer", "RunConfig", "SegmentationResult", "Segmenter",
-    "SourceError", "StreamsegError", "__version__",
+    "OutputError", "RenderConfig", "Renderer", "RunConfig", "Segment", "SegmentationResult", "Segmenter",
+    "SourceError", "StreamsegError", "Style", "Task", "__version__", "open_source",
 ]
 
 
@@ -35,4 +37,8 @@ def __getattr__(name: str):
         from .render import Renderer
 
         return Renderer
+    if name == "open_source":
+        from .sources import open_source
+
+        return open_source
     raise AttributeError(name)

@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -381,6 +381,22 @@ class Segmenter:
         return [SegmentationResult(frame=f, label_map=lm, task=self.task.value, segment_map=sm, segment_info=infos,
                                    id2label=self.id2label)
                 for f, (lm, sm, infos) in zip(frames, self._postprocess_segments(outputs, sizes))]
+
+    def iter_results(self, frames: Iterable[Frame], batch_size: int = 4) -> Iterator[SegmentationResult]:
+        """Segment a source (or any iterable of frames) in batches, in this thread; results in order."""
+        for batch in _batches(frames, batch_size):
+            yield from self.segment(batch)
+
+
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _same_size_runs(images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:

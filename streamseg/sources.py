@@ -8,6 +8,7 @@ A source is iterated by one thread: the pipeline's capture thread.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -174,12 +175,25 @@ class CameraSource(Closing):
             self._cap.release()
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path | str, data: bytes | None = None) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB")).copy()
     except (UnidentifiedImageError, OSError) as exc:
         raise SourceError(f"not a readable image: {path} ({short_message(exc)})") from exc
+
+
+def _download(url: str, timeout: float) -> bytes:
+    from urllib.error import URLError
+    from urllib.request import Request, urlopen
+
+    try:
+        with urlopen(Request(url, headers={"User-Agent": "streamseg"}), timeout=timeout) as response:
+            return response.read()
+    except (URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        text = short_message(reason) if isinstance(reason, BaseException) else str(reason)
+        raise SourceError(f"cannot download image {url} ({text})") from exc
 
 
 class ImageSource(Closing):
@@ -188,26 +202,35 @@ class ImageSource(Closing):
     live = False
     audio_path = None
 
-    def __init__(self, path: str | Path) -> None:
-        p = Path(path)
-        if p.is_dir():
-            self._paths = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
-            if not self._paths:
-                raise SourceError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {p}")
-        elif p.is_file():
-            self._paths = [p]
-            _read_image(p)  # fail now, in the caller, if it cannot be read
+    def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
+        spec = str(path)
+        self.is_folder = False
+        if is_url(spec):  # an http(s) image: fetched now, so that an offline machine fails in the caller
+            data = _download(spec, timeout)
+            _read_image(spec, data)
+            name = Path(urlparse(spec).path).name or "image.png"
+            self._items: list[tuple[str, Path | str, bytes | None]] = [(name, spec, data)]
         else:
-            raise SourceError(f"no such file: {p}")
-        self.is_folder = p.is_dir()
+            p = Path(path)
+            if p.is_dir():
+                paths = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+                if not paths:
+                    raise SourceError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {p}")
+                self.is_folder = True
+            elif p.is_file():
+                paths = [p]
+                _read_image(p)  # fail now, in the caller, if it cannot be read
+            else:
+                raise SourceError(f"no such file: {p}")
+            self._items = [(q.name, q, None) for q in paths]
         self.fps = float(STILL_FPS)
-        self.expected_frames = len(self._paths)
-        self.description = str(p)
+        self.expected_frames = len(self._items)
+        self.description = spec
 
     def __iter__(self) -> Iterator[Frame]:
         tb = Fraction(1, STILL_FPS)
-        for i, p in enumerate(self._paths):
-            yield Frame(index=i, image=_read_image(p), pts=i, time_base=tb, name=p.name)
+        for i, (name, where, data) in enumerate(self._items):
+            yield Frame(index=i, image=_read_image(where, data), pts=i, time_base=tb, name=name)
 
     def close(self) -> None:
         pass
@@ -218,6 +241,8 @@ def open_source(spec: str, *, camera: int | None = None, timeout: float = 10.0) 
     if camera is not None:
         return CameraSource(camera)
     if is_url(spec):
+        if spec.lower().startswith("http") and Path(urlparse(spec).path).suffix.lower() in IMAGE_EXTENSIONS:
+            return ImageSource(spec, timeout=timeout)
         return VideoSource(spec, timeout=timeout)
     p = Path(spec)
     if not p.exists():

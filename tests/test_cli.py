@@ -230,3 +230,32 @@ def test_a_failure_while_running_is_exit_1_in_one_line(tiny_model, monkeypatch, 
     assert err == ["streamseg: error: RuntimeError: CUDA error: an illegal memory access was encountered "
                    "(run with --debug for details)"]
     assert not out.exists()  # no frame was written: no empty, unplayable file is left behind
+
+
+def test_http_image_url_in(tiny_model, tiny_segmenter, tmp_path, capsys):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SAMPLE_IMAGE.parent))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{SAMPLE_IMAGE.name}"
+        out = tmp_path / "o.png"
+        assert main([url, "-o", str(out), "--model", str(tiny_model), "-q"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capsys.readouterr().out.startswith("Segmented parts:\n")
+    image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))
+    expected = blend(image, tiny_segmenter([image])[0], palette(tiny_segmenter.num_labels), 0.4)
+    assert np.array_equal(np.asarray(Image.open(out)), expected)
+
+
+def test_unreachable_image_url_is_one_line(tiny_model, capsys):
+    assert main(["http://127.0.0.1:9/photo.jpg", "-o", "/tmp/x.png", "--model", str(tiny_model), "--timeout", "2",
+                 "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot download image http://127.0.0.1:9/photo.jpg (" in err[0]
