@@ -149,7 +149,11 @@ def supported_tasks(processor: object, semantic_head: bool) -> list[Task]:
     """The tasks a model's image processor can post-process, panoptic first (as the transformers pipeline)."""
     if semantic_head:  # *ForSemanticSegmentation models give per-class logits only
         return [Task.SEMANTIC]
-    return [t for t in _TASK_ORDER if hasattr(processor, f"post_process_{t.value}_segmentation")]
+    tasks = [t for t in _TASK_ORDER if hasattr(processor, f"post_process_{t.value}_segmentation")]
+    if type(processor).__name__.startswith("OneFormer") and not getattr(processor, "class_info_file", None):
+        # transformers' OneFormer instance post-processing reads the dataset's class_info_file.
+        tasks = [t for t in tasks if t is not Task.INSTANCE]
+    return tasks
 
 
 class Segmenter:
@@ -161,7 +165,8 @@ class Segmenter:
     def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, *, device: torch.device,
                  dtype: torch.dtype, id2label: Mapping[int, str], name: str = "", task: Task = Task.SEMANTIC,
                  processor: object | None = None, threshold: float = 0.9, mask_threshold: float = 0.5,
-                 overlap_threshold: float = 0.5, smooth: float = 0.0) -> None:
+                 overlap_threshold: float = 0.5, smooth: float = 0.0, logits_head: bool | None = None,
+                 task_inputs: torch.Tensor | None = None) -> None:
         self.model = model
         self.spec = spec
         self.device = device
@@ -172,8 +177,12 @@ class Segmenter:
         self.threshold, self.mask_threshold, self.overlap_threshold = threshold, mask_threshold, overlap_threshold
         self.smooth = smooth
         self._ema: torch.Tensor | None = None  # (C, h, w) smoothed class probabilities of the last frame
-        if smooth and self.task is not Task.SEMANTIC:
-            raise InputError("--smooth applies to semantic models only")
+        # *ForSemanticSegmentation models give per-class logits, post-processed here on the device;
+        # universal models (Mask2Former, OneFormer, DETR...) go through their processor's post-processing.
+        self.logits_head = (self.task is Task.SEMANTIC) if logits_head is None else logits_head
+        self._task_inputs = task_inputs  # OneFormer: the tokenised "the task is ..." (1, L)
+        if smooth and not self.logits_head:
+            raise InputError("--smooth applies to semantic models (per-class logits) only")
         if self.task is not Task.SEMANTIC and processor is None:
             raise ValueError(f"a {self.task.value} segmenter needs the model's image processor")
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
@@ -219,8 +228,6 @@ class Segmenter:
         except (OSError, ValueError) as exc:
             raise _load_error(name, exc) from exc
         model_type = getattr(hf_config, "model_type", "")
-        if model_type == "oneformer":
-            raise ModelLoadError(f"model {name!r} is a OneFormer model, which streamseg does not run yet")
         semantic_head = model_type in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
         if semantic_head:
             auto = AutoModelForSemanticSegmentation
@@ -248,6 +255,7 @@ class Segmenter:
         if task not in tasks:
             raise ModelLoadError(f"model {name!r} cannot do {task.value} segmentation; it can do: "
                                  f"{', '.join(t.value for t in tasks) or 'nothing streamseg knows'}")
+        task_inputs = _oneformer_task_tokens(name, task, hf_config, trust) if model_type == "oneformer" else None
         if dtype != torch.float32 and device.type == "cpu":
             log.warning("%s on the CPU is much slower than float32 on most processors", dtype)
         model = model.to(device=device, dtype=dtype).eval()
@@ -256,7 +264,8 @@ class Segmenter:
         return cls(model, PreprocessSpec.from_processor(processor), device=device, dtype=dtype, id2label=id2label,
                    name=config.name, task=task, processor=processor, threshold=config.threshold,
                    mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold,
-                   smooth=config.smooth)
+                   smooth=config.smooth, logits_head=semantic_head,
+                   task_inputs=None if task_inputs is None else task_inputs.to(device))
 
     # -- the three steps ------------------------------------------------------------------
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -300,9 +309,11 @@ class Segmenter:
     def forward(self, pixel_values: torch.Tensor):
         """The model's output for a pre-processed batch: logits ``(B, C, h, w)`` for semantic models,
         the full output object for instance/panoptic ones."""
-        if self.task is Task.SEMANTIC:
+        if self.logits_head:
             return self.model(pixel_values=pixel_values).logits
         kwargs = {}
+        if self._task_inputs is not None:
+            kwargs["task_inputs"] = self._task_inputs.expand(pixel_values.shape[0], -1)
         if self._pixel_mask:  # frames of one size fill the whole padded canvas
             kwargs["pixel_mask"] = torch.ones((pixel_values.shape[0], *pixel_values.shape[-2:]), dtype=torch.long,
                                               device=pixel_values.device)
@@ -314,7 +325,7 @@ class Segmenter:
 
         For instance/panoptic models, see :meth:`segment`; this returns their class maps (-1: no segment).
         """
-        if self.task is not Task.SEMANTIC:
+        if not self.logits_head:
             return [parts[0] for parts in self._postprocess_segments(outputs, sizes)]
         out = []
         dtype = np.uint8 if self.num_labels <= 256 else (np.uint16 if self.num_labels <= 65536 else np.int32)
@@ -341,13 +352,17 @@ class Segmenter:
 
     def _postprocess_segments(self, outputs, sizes: Sequence[tuple[int, int]]):
         """``(label_map, segment_map, infos)`` per frame, through the model's own post-processing (on the device)."""
-        fn = getattr(self.processor, f"post_process_{self.task.value}_segmentation")
         if self.dtype != torch.float32:  # post-processing in float32, as transformers does on float32 models
             for key in ("class_queries_logits", "masks_queries_logits", "logits", "pred_masks", "pred_boxes"):
                 if getattr(outputs, key, None) is not None:
                     outputs[key] = outputs[key].float()
+        target_sizes = [tuple(s) for s in sizes]
+        if self.task is Task.SEMANTIC:
+            maps = self.processor.post_process_semantic_segmentation(outputs, target_sizes=target_sizes)
+            return [(m.to(torch.int32).cpu().numpy(), None, ()) for m in maps]
+        fn = getattr(_segments_processor(self.processor), f"post_process_{self.task.value}_segmentation")
         results = fn(outputs, threshold=self.threshold, mask_threshold=self.mask_threshold,
-                     overlap_mask_area_threshold=self.overlap_threshold, target_sizes=[tuple(s) for s in sizes])
+                     overlap_mask_area_threshold=self.overlap_threshold, target_sizes=target_sizes)
         out = []
         for res, (height, width) in zip(results, sizes):
             seg = res["segmentation"]
@@ -358,6 +373,7 @@ class Segmenter:
             for seg_id, label_id, _ in infos:
                 lut[seg_id] = label_id
             label_map = np.where(seg_map >= 0, lut[np.clip(seg_map, 0, len(lut) - 1)], -1).astype(np.int32)
+            seg_map = np.where(label_map >= 0, seg_map, -1).astype(np.int32)  # one "no segment" value: -1
             out.append((label_map, seg_map, infos))
         return out
 
@@ -386,6 +402,38 @@ class Segmenter:
         """Segment a source (or any iterable of frames) in batches, in this thread; results in order."""
         for batch in _batches(frames, batch_size):
             yield from self.segment(batch)
+
+
+def _oneformer_task_tokens(name: str, task: Task, hf_config: object, trust: bool) -> torch.Tensor:
+    """OneFormer's task input: "the task is {task}" tokenised as its processor does, ``(1, task_seq_len)``."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"OneFormer model {name!r} has no tokenizer for its task input: "
+                             f"{str(exc).splitlines()[0][:200]}") from exc
+    length = int(getattr(hf_config, "task_seq_len", 77))
+    ids = tokenizer([f"the task is {task.value}"], padding="max_length", max_length=length, truncation=True,
+                    return_tensors="pt")["input_ids"]
+    return ids
+
+
+def _segments_processor(processor: object) -> object:
+    """The processor whose instance/panoptic post-processing runs here.
+
+    transformers' PIL OneFormer processor resizes masks with torchvision without importing
+    it when torchvision is absent; its panoptic algorithm is MaskFormer's, whose PIL processor
+    does the same in torch. So without torchvision, OneFormer's panoptic segments come from that one.
+    """
+    if type(processor).__name__ == "OneFormerImageProcessorPil":
+        from transformers.models.oneformer import image_processing_pil_oneformer as oneformer_pil
+
+        if not hasattr(oneformer_pil, "tvF"):
+            from transformers.models.maskformer.image_processing_pil_maskformer import MaskFormerImageProcessorPil
+
+            return MaskFormerImageProcessorPil()
+    return processor
 
 
 def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:

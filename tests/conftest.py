@@ -159,3 +159,52 @@ def tiny_mask2former(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_detr(tmp_path_factory) -> Path:
     return save_tiny_detr_panoptic(tmp_path_factory.mktemp("tiny-detr"))
+
+
+def save_tiny_oneformer(folder: Path, *, seed: int = 0) -> Path:
+    """A real OneFormerForUniversalSegmentation (random weights, Swin backbone) with its processor and a
+    CLIP tokenizer whose small vocabulary spells the task inputs ("the task is panoptic"...). The class
+    head is scaled by 200 so that some queries are confident (see save_tiny_mask2former)."""
+    import json
+
+    from transformers import CLIPTokenizer, OneFormerConfig, OneFormerForUniversalSegmentation, OneFormerProcessor
+    from transformers.models.oneformer.image_processing_pil_oneformer import OneFormerImageProcessorPil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["the", "task", "is", "semantic", "instance", "panoptic", "a", "an", "photo"]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in sorted(set("".join(words))):
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    merges = []
+    for w in words:  # merge each word left to right into one token
+        toks = list(w[:-1]) + [w[-1] + "</w>"]
+        while len(toks) > 1:
+            merges.append(f"{toks[0]} {toks[1]}")
+            vocab.setdefault(toks[0] + toks[1], len(vocab))
+            toks = [toks[0] + toks[1]] + toks[2:]
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+    torch.manual_seed(seed)
+    backbone = {"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                "window_size": 4, "image_size": 64, "out_features": ["stage1", "stage2", "stage3", "stage4"]}
+    config = OneFormerConfig(backbone_config=backbone, num_labels=4, hidden_dim=32, num_queries=10, encoder_layers=1,
+                             decoder_layers=2, encoder_feedforward_dim=64, dim_feedforward=64, num_attention_heads=2,
+                             mask_dim=32, conv_dim=32, text_encoder_width=32, text_encoder_context_length=16,
+                             text_encoder_num_layers=1, text_encoder_vocab_size=len(vocab), task_seq_len=16,
+                             max_seq_len=16, text_encoder_proj_layers=1, is_training=False,
+                             id2label={i: f"thing{i}" for i in range(4)}, label2id={f"thing{i}": i for i in range(4)})
+    model = OneFormerForUniversalSegmentation(config).eval()
+    with torch.no_grad():
+        model.model.transformer_module.decoder.class_embed.weight.mul_(200)
+    model.save_pretrained(folder)
+    OneFormerProcessor(image_processor=OneFormerImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 128}),
+                       tokenizer=tokenizer, max_seq_length=16, task_seq_length=16).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_oneformer(tmp_path_factory) -> Path:
+    return save_tiny_oneformer(tmp_path_factory.mktemp("tiny-oneformer"))

@@ -147,5 +147,5 @@ def test_smoothing_reduces_flicker_on_a_still_noisy_clip(demo_model):
 
 
 def test_smoothing_is_refused_for_panoptic_models(tiny_mask2former):
-    with pytest.raises(InputError, match="--smooth applies to semantic models only"):
+    with pytest.raises(InputError, match="--smooth applies to semantic models \\(per-class logits\\) only"):
         Segmenter.load(ModelConfig(name=str(tiny_mask2former), device="cpu", smooth=0.5))

@@ -108,3 +108,68 @@ def test_panoptic_video_end_to_end(tiny_mask2former, tmp_path):
     assert main([str(SAMPLE_CLIP), "-o", str(out), "--model", str(tiny_mask2former), "--legend", "-q"]) == 0
     frames, times = decode(out)
     assert len(frames) == 100 and times == pytest.approx(decode(SAMPLE_CLIP)[1])
+
+
+def _torchvision_resize_stand_in(monkeypatch):
+    """transformers' PIL OneFormer processor calls torchvision (tvF.resize) without importing it when
+    torchvision is absent (as on this machine). For the *reference* side only, give that module the
+    bilinear resize it expects, so that the pipeline can run."""
+    import torch.nn.functional as F
+    from transformers.models.oneformer import image_processing_pil_oneformer as module
+
+    class _TvF:
+        class InterpolationMode:
+            BILINEAR = "bilinear"
+
+        @staticmethod
+        def resize(t, size, interpolation=None, **_):
+            if t.dim() == 3:
+                return F.interpolate(t[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+            return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
+
+    if not hasattr(module, "tvF"):
+        monkeypatch.setattr(module, "tvF", _TvF, raising=False)
+
+
+@pytest.mark.parametrize("task", ["panoptic", "semantic"])
+def test_oneformer_with_its_task_input_equals_the_pipeline(tiny_oneformer, task, monkeypatch):
+    seg = Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task=task))
+    assert seg._task_inputs is not None and seg._task_inputs.shape == (1, 16)
+    image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))
+    (ours,) = seg.segment([Frame(index=0, image=image)])  # before the stand-in: streamseg needs no torchvision
+    _torchvision_resize_stand_in(monkeypatch)
+    from transformers import pipeline
+
+    theirs = pipeline("image-segmentation", model=str(tiny_oneformer))(Image.fromarray(image), subtask=task)
+    assert len(theirs) > 0
+    segments = ours.segments()
+    assert [s.label for s in segments] == [t["label"] for t in theirs]
+    ids = ours.segment_map if ours.segment_map is not None else ours.label_map
+    for s, t in zip(segments, theirs):
+        assert (s.score is None) == (t["score"] is None)
+        if s.score is not None:
+            assert s.score == pytest.approx(t["score"], abs=1e-3)
+        a, b = np.asarray(t["mask"]) > 0, ids == s.id
+        assert (a & b).sum() / (a | b).sum() >= 0.95
+
+
+def test_oneformer_task_tokens_spell_the_task(tiny_oneformer):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_oneformer)
+    image = np.zeros((64, 64, 3), np.uint8)
+    for task in ("panoptic", "semantic"):
+        expected = processor(images=[image], task_inputs=[task], return_tensors="pt")["task_inputs"][0].tolist()
+        tokens = Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task=task))._task_inputs[0].tolist()
+        n = sum(1 for t in expected if t)  # OneFormerProcessor pads with 0; the pipeline, and streamseg, with the pad token
+        assert len(tokens) == len(expected) == 16 and tokens[:n] == expected[:n] and n < 16
+
+
+def test_mask2former_semantic_equals_the_pipeline(tiny_mask2former):
+    result = _compare_with_pipeline(tiny_mask2former, "semantic")
+    assert result.segment_map is None and result.label_map.min() >= 0
+
+
+def test_oneformer_instance_without_class_info_is_refused(tiny_oneformer):
+    with pytest.raises(ModelLoadError, match="cannot do instance segmentation; it can do: panoptic, semantic"):
+        Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task="instance"))
