@@ -238,8 +238,9 @@ class Segmenter:
         try:
             model = auto.from_pretrained(name, trust_remote_code=trust)
         except ImportError as exc:  # e.g. timm for the Hub's DETR checkpoints, scipy for Mask2Former
-            raise ModelLoadError(f"model {name!r} needs a package that is not installed: "
-                                 f"{str(exc).splitlines()[0][:200]}") from exc
+            text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            hint = " (install it with: pip install 'streamseg[timm]')" if "timm" in text.lower() else ""
+            raise ModelLoadError(f"model {name!r} needs a package that is not installed: {text[:160]}{hint}") from exc
         except ValueError as exc:
             raise _load_error(name, exc) from exc
         except OSError as exc:

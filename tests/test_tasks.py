@@ -173,3 +173,34 @@ def test_mask2former_semantic_equals_the_pipeline(tiny_mask2former):
 def test_oneformer_instance_without_class_info_is_refused(tiny_oneformer):
     with pytest.raises(ModelLoadError, match="cannot do instance segmentation; it can do: panoptic, semantic"):
         Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task="instance"))
+
+
+def test_a_detr_checkpoint_with_a_timm_backbone_says_how_to_get_timm(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is not None:
+        pytest.skip("timm is installed here")
+    import torch
+    from safetensors.torch import save_file
+    from transformers import DetrConfig
+    from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
+
+    DetrConfig(num_labels=3).save_pretrained(tmp_path)  # use_timm_backbone=True, as the Hub's DETR checkpoints
+    DetrImageProcessorPil().save_pretrained(tmp_path)
+    save_file({"unused": torch.zeros(1)}, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"needs a package that is not installed: TimmBackbone requires the timm "
+                                             r"library.*pip install 'streamseg\[timm\]'"):
+        Segmenter.load(ModelConfig(name=str(tmp_path), device="cpu"))
+
+
+def test_instance_video_end_to_end(tiny_detr, tmp_path):
+    out, jsonl = tmp_path / "inst.mp4", tmp_path / "inst.jsonl"
+    assert main([str(SAMPLE_CLIP), "-o", str(out), "--model", str(tiny_detr), "--task", "instance",
+                 "--threshold", "0.5", "--json", str(jsonl), "-q"]) == 0
+    frames, times = decode(out)
+    assert len(frames) == 100 and times == pytest.approx(decode(SAMPLE_CLIP)[1])
+    import json
+
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 100 and all(r["task"] == "instance" for r in records)
+    assert sum(len(r["segments"]) for r in records) > 0
