@@ -244,6 +244,12 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # streamseg bench ...: the side-by-side benchmark
+        from .bench import main as bench_main
+
+        _configure_logging(False, False)
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.debug)

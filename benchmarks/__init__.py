@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks`` (the same as ``streamseg bench``)."""

@@ -1,0 +1,5 @@
+import sys
+
+from streamseg.bench import main
+
+sys.exit(main())

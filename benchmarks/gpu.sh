@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The benchmark table on a GPU machine (the device tool's nvidia-h100-x1 / nvidia-h200), in one command.
+# Writes benchmarks/results/*-gpu-*.json; copy them back into the repo and commit them.
+#   bash benchmarks/gpu.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results}
+python3 -m pip install -q -e . 2>/dev/null || python3 -m pip install -q --no-deps -e .
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# fp16, large batches: the forward roof; then the end-to-end 720p file at a batch that fits latency.
+python3 -m benchmarks --device cuda --dtype float16 --batch-size 64 --frames 512 --naive-frames 16 --repeats 3 --out "$out"
+python3 -m benchmarks --device cuda --dtype float16 --batch-size 16 --frames 256 --naive-frames 16 --repeats 3 --out "$out"

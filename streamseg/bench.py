@@ -1,0 +1,316 @@
+"""``streamseg bench`` / ``python -m benchmarks``: every stage timed side by side in one run.
+
+Rows (frames per second, medians of ``--repeats`` timed runs after a warm-up):
+
+* naive: what a user of the seed example writes: PyAV decode, PIL, ``pipeline("image-segmentation")``,
+  blend every returned mask at alpha 0.4, PyAV encode;
+* forward: the model alone on pre-processed batches (same dtype and batch size as streamseg);
+* decode, encode, render: each stage alone;
+* streamseg: the CLI's whole path, file to annotated MP4.
+
+Ratios: streamseg / naive, streamseg / forward, streamseg / slowest stage alone, and the
+forward's GFLOP/s (counted with ``torch.utils.flop_counter``) / an fp32 matmul's GFLOP/s
+measured in the same run. Results go to stdout and to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def _median_rate(fn: Callable[[], int], repeats: int) -> tuple[float, list[float]]:
+    """Items per second of ``fn`` (which returns how many items it handled): median over ``repeats`` runs."""
+    fn()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = fn()
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates), rates
+
+
+def make_segformer_b0(folder: Path, *, num_labels: int = 150, size: int = 512) -> Path:
+    """SegFormer-B0's architecture (ADE20k head: 150 classes) with random weights, saved like a Hub model."""
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    from transformers.models.segformer.image_processing_pil_segformer import SegformerImageProcessorPil
+
+    torch.manual_seed(0)
+    config = SegformerConfig(num_labels=num_labels, id2label={i: f"class{i}" for i in range(num_labels)},
+                             label2id={f"class{i}": i for i in range(num_labels)})  # defaults are B0's
+    SegformerForSemanticSegmentation(config).eval().save_pretrained(folder)
+    SegformerImageProcessorPil(size={"height": size, "width": size}).save_pretrained(folder)
+    return folder
+
+
+def make_clip(path: Path, *, frames: int, width: int = 1280, height: int = 720, fps: int = 25) -> Path:
+    """A synthetic street clip (moving cars and people) at the given size, H.264."""
+    import av
+
+    from .synthetic import StreetScene
+
+    scene = StreetScene(11, width, height)
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.options = {"crf": "23", "preset": "veryfast"}
+        for i in range(frames):
+            vf = av.VideoFrame.from_ndarray(scene.render(float(i))[0], format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            out.mux(stream.encode(vf))
+        out.mux(stream.encode(None))
+    return path
+
+
+def _decode_all(video: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(video)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        return [f.to_ndarray(format="rgb24") for f in c.decode(s)]
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_frames: int, batch_size: int,
+                  dtype: str, device: str, repeats: int, out_dir: Path | None) -> dict:
+    import torch
+
+    from .cli import main as cli_main
+    from .config import DType, ModelConfig, RenderConfig
+    from .frames import Frame
+    from .model import Segmenter
+    from .render import Renderer
+    from .sinks import VideoFileSink
+
+    work = Path(tempfile.mkdtemp(prefix="streamseg-bench-"))
+    model_dir = model or str(make_segformer_b0(work / "segformer-b0"))
+    video = video or make_clip(work / "clip.mp4", frames=frames)
+    images = _decode_all(video)[:frames]
+    height, width = images[0].shape[:2]
+    seg = Segmenter.load(ModelConfig(name=model_dir, device=device, dtype=DType(dtype)))
+    results: dict = {"rows": {}}
+
+    # decode only
+    def decode() -> int:
+        return len(_decode_all(video)[:frames])
+
+    results["rows"]["decode"] = _median_rate(decode, repeats)[0]
+
+    # forward only, on pre-processed batches
+    batches = [seg.preprocess(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+
+    def forward() -> int:
+        for b in batches:
+            seg.forward(b)
+        if seg.device.type == "cuda":
+            torch.cuda.synchronize()
+        return len(images)
+
+    results["rows"]["forward"] = _median_rate(forward, repeats)[0]
+
+    # full inference step as the pipeline runs it (pre-process + forward + post-process)
+    def inference() -> int:
+        for i in range(0, len(images), batch_size):
+            seg(images[i:i + batch_size])
+        return len(images)
+
+    results["rows"]["inference"] = _median_rate(inference, repeats)[0]
+
+    # render only
+    label_maps = seg(images[:batch_size])
+    renderer = Renderer(RenderConfig(), seg.id2label, seg.num_labels)
+    from .frames import SegmentationResult
+
+    seg_results = [SegmentationResult(frame=Frame(index=i, image=img), label_map=label_maps[i % len(label_maps)])
+                   for i, img in enumerate(images)]
+
+    def render() -> int:
+        for r in seg_results:
+            renderer(r)
+        return len(seg_results)
+
+    results["rows"]["render"] = _median_rate(render, repeats)[0]
+
+    # encode only
+    def encode() -> int:
+        with VideoFileSink(work / "encode.mp4", fps=25) as sink:
+            for i, img in enumerate(images):
+                sink.write(Frame(index=i, image=img, pts=i, time_base=Fraction(1, 25)))
+        return len(images)
+
+    results["rows"]["encode"] = _median_rate(encode, repeats)[0]
+
+    # streamseg: the CLI, file to annotated MP4
+    argv = [str(video), "-o", str(work / "streamseg.mp4"), "--model", model_dir, "--batch-size", str(batch_size),
+            "--dtype", dtype, "--device", device, "-q"]
+
+    def streamseg_cli() -> int:
+        with contextlib.redirect_stderr(io.StringIO()):
+            if cli_main(argv) != 0:
+                raise RuntimeError("streamseg failed in the benchmark")
+        return len(images)
+
+    results["rows"]["streamseg"] = _median_rate(streamseg_cli, repeats)[0]
+
+    # naive: the seed's recipe, one frame at a time
+    results["rows"]["naive"] = _median_rate(lambda: _naive(video, model_dir, work / "naive.mp4", naive_frames,
+                                                           device), max(1, repeats // 2))[0]
+
+    # FLOPs of one forward batch, and the machine's matmul rate
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        seg.forward(batches[0])
+    flops_per_frame = counter.get_total_flops() / batches[0].shape[0]
+    rows = results["rows"]
+    forward_gflops = flops_per_frame * rows["forward"] / 1e9
+    mm = matmul_gflops()
+    stages = {k: rows[k] for k in ("decode", "inference", "render", "encode")}
+    slowest = min(stages, key=stages.get)
+    results.update({
+        "ratios": {
+            "streamseg/naive": rows["streamseg"] / rows["naive"],
+            "streamseg/forward": rows["streamseg"] / rows["forward"],
+            f"streamseg/slowest stage ({slowest})": rows["streamseg"] / stages[slowest],
+            "forward GFLOP/s / matmul GFLOP/s": forward_gflops / mm,
+        },
+        "forward_gflops": forward_gflops,
+        "matmul_gflops": mm,
+        "gflop_per_frame": flops_per_frame / 1e9,
+        "workload": {"model": model or "SegFormer-B0 architecture, 150 classes, random weights", "width": width,
+                     "height": height, "frames": len(images), "naive_frames": naive_frames,
+                     "batch_size": batch_size, "dtype": str(seg.dtype), "device": str(seg.device),
+                     "repeats": repeats},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "versions": _versions(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{results['date'][:10]}-{'gpu' if seg.device.type == 'cuda' else 'cpu'}-{width}x{height}-b{batch_size}.json"
+        (out_dir / name).write_text(json.dumps(results, indent=2) + "\n")
+        results["written_to"] = str(out_dir / name)
+    return results
+
+
+def _naive(video: Path, model_dir: str, out: Path, frames: int, device: str) -> int:
+    """The seed example's recipe on video: PIL frames through ``pipeline``, masks blended one by one."""
+    import av
+    from PIL import Image
+    from transformers import pipeline
+
+    segmenter = _naive.cache.get(model_dir)
+    if segmenter is None:
+        dev = 0 if device.startswith("cuda") or (device == "auto" and _cuda()) else -1
+        segmenter = _naive.cache[model_dir] = pipeline("image-segmentation", model=model_dir, device=dev)
+    colours_rng = np.random.default_rng(42)
+    n = 0
+    with av.open(str(video)) as src, av.open(str(out), mode="w") as dst:
+        stream = dst.add_stream("libx264", rate=25)
+        first = True
+        for frame in src.decode(video=0):
+            if n == frames:
+                break
+            image = frame.to_image()
+            if first:
+                stream.width, stream.height, stream.pix_fmt = image.width, image.height, "yuv420p"
+                first = False
+            segments = segmenter(image)
+            colours = colours_rng.integers(0, 255, size=(len(segments), 3)) / 255.0
+            canvas = np.asarray(image).astype(np.float32) / 255.0
+            for i, s in enumerate(segments):
+                m = np.array(s["mask"].convert("L")) > 0
+                canvas[m] = canvas[m] * 0.6 + colours[i] * 0.4
+            vf = av.VideoFrame.from_ndarray((canvas * 255).astype(np.uint8), format="rgb24")
+            dst.mux(stream.encode(vf))
+            n += 1
+        dst.mux(stream.encode(None))
+    del Image
+    return n
+
+
+_naive.cache = {}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _versions() -> dict:
+    import av
+    import cv2
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"streamseg": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "av": av.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def format_table(results: dict) -> str:
+    rows = results["rows"]
+    w = results["workload"]
+    lines = [f"workload: {w['model']}, {w['width']}x{w['height']}, {w['frames']} frames (naive: {w['naive_frames']}), "
+             f"batch {w['batch_size']}, {w['dtype']} on {w['device']}, median of {w['repeats']}",
+             f"{'stage':<12}{'frames/s':>12}"]
+    for name in ("naive", "decode", "forward", "inference", "render", "encode", "streamseg"):
+        lines.append(f"{name:<12}{rows[name]:>12.2f}")
+    lines.append(f"forward: {results['gflop_per_frame']:.2f} GFLOP/frame, {results['forward_gflops']:.1f} GFLOP/s; "
+                 f"fp32 matmul 2048^2: {results['matmul_gflops']:.1f} GFLOP/s")
+    for name, value in results["ratios"].items():
+        lines.append(f"{name:<44}{value:>8.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="streamseg bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="model id or folder (default: SegFormer-B0's architecture, random weights)")
+    p.add_argument("--video", type=Path, help="input video (default: a generated 720p street clip)")
+    p.add_argument("--frames", type=int, default=48, help="frames to time (default 48)")
+    p.add_argument("--naive-frames", type=int, default=8, help="frames for the slow naive loop (default 8)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON results")
+    args = p.parse_args(argv)
+    results = run_benchmark(model=args.model, video=args.video, frames=args.frames, naive_frames=args.naive_frames,
+                            batch_size=args.batch_size, dtype=args.dtype, device=args.device, repeats=args.repeats,
+                            out_dir=args.out)
+    print(format_table(results))
+    if "written_to" in results:
+        print(f"results: {results['written_to']}")
+    return 0
