@@ -259,3 +259,12 @@ def test_unreachable_image_url_is_one_line(tiny_model, capsys):
                  "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot download image http://127.0.0.1:9/photo.jpg (" in err[0]
+
+
+def test_file_jobs_show_a_progress_bar_with_rate_and_eta(tiny_model, tmp_path, capsys):
+    assert main([str(SAMPLE_CLIP), "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_model)]) == 0
+    err = capsys.readouterr().err
+    assert "100/100" in err and "frame/s" in err and "<" in err  # tqdm: count, rate, elapsed<remaining
+    summary = err.strip().splitlines()[-2]
+    assert summary.startswith("streamseg: frames read 100, written 100, dropped 0; ")
+    assert "mean ms per frame: decode " in summary and ", inference " in summary and ", write " in summary

@@ -73,3 +73,33 @@ def test_no_display_is_a_clear_error(monkeypatch, tiny_model, capsys):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main([str(SAMPLE_CLIP), "--model", str(tiny_model), "-q"]) == 2
     assert "no display available" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="needs xdotool (apt-get install xdotool)")
+def test_q_in_the_window_stops_cleanly(xvfb, tiny_model, tmp_path):
+    import sys
+    import time
+    from fractions import Fraction
+
+    from conftest import ROOT, scene_frames, write_clip
+
+    frames = scene_frames(20, 320, 180)
+    clip = write_clip(tmp_path / "long.mp4", [frames[i % 20] for i in range(3000)], list(range(3000)), Fraction(1, 25))
+    out = tmp_path / "rec.mp4"
+    env = {**os.environ, "DISPLAY": xvfb, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamseg", str(clip), "--display", "-o", str(out), "--model",
+                             str(tiny_model), "-q"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    window = ""
+    deadline = time.monotonic() + 60
+    while not window and time.monotonic() < deadline:
+        time.sleep(0.2)
+        window = subprocess.run(["xdotool", "search", "--name", "long.mp4"], capture_output=True, text=True,
+                                env=env).stdout.split()
+    assert window, "the window never appeared"
+    subprocess.run(["xdotool", "windowfocus", "--sync", window[0]], env=env, check=True, timeout=10)
+    subprocess.run(["xdotool", "key", "q"], env=env, check=True, timeout=10)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped early" in err
+    written = int(err.split("written ")[1].split(",")[0])
+    assert 0 < written < 3000 and len(decode(out)[0]) == written
