@@ -99,7 +99,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_frames: int, batch_size: int,
-                  dtype: str, device: str, repeats: int, out_dir: Path | None) -> dict:
+                  dtype: str, device: str, repeats: int, out_dir: Path | None, compile: bool = False) -> dict:
     import torch
 
     from .cli import main as cli_main
@@ -114,7 +114,8 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
     video = video or make_clip(work / "clip.mp4", frames=frames)
     images = _decode_all(video)[:frames]
     height, width = images[0].shape[:2]
-    seg = Segmenter.load(ModelConfig(name=model_dir, device=device, dtype=DType(dtype)))
+    seg = Segmenter.load(ModelConfig(name=model_dir, device=device, dtype=DType(dtype), compile=compile,
+                                     batch_size=batch_size))
     results: dict = {"rows": {}}
 
     # decode only
@@ -169,7 +170,7 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
 
     # streamseg: the CLI, file to annotated MP4
     argv = [str(video), "-o", str(work / "streamseg.mp4"), "--model", model_dir, "--batch-size", str(batch_size),
-            "--dtype", dtype, "--device", device, "-q"]
+            "--dtype", dtype, "--device", device, "-q", *(["--compile"] if compile else [])]
 
     def streamseg_cli() -> int:
         with contextlib.redirect_stderr(io.StringIO()):
@@ -207,7 +208,7 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
         "workload": {"model": model or "SegFormer-B0 architecture, 150 classes, random weights", "width": width,
                      "height": height, "frames": len(images), "naive_frames": naive_frames,
                      "batch_size": batch_size, "dtype": str(seg.dtype), "device": str(seg.device),
-                     "repeats": repeats},
+                     "repeats": repeats, "compile": compile},
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
@@ -216,7 +217,8 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
     })
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{results['date'][:10]}-{'gpu' if seg.device.type == 'cuda' else 'cpu'}-{width}x{height}-b{batch_size}.json"
+        name = (f"{results['date'][:10]}-{'gpu' if seg.device.type == 'cuda' else 'cpu'}-{width}x{height}"
+                f"-b{batch_size}{'-compiled' if compile else ''}.json")
         (out_dir / name).write_text(json.dumps(results, indent=2) + "\n")
         results["written_to"] = str(out_dir / name)
     return results
@@ -284,7 +286,8 @@ def format_table(results: dict) -> str:
     rows = results["rows"]
     w = results["workload"]
     lines = [f"workload: {w['model']}, {w['width']}x{w['height']}, {w['frames']} frames (naive: {w['naive_frames']}), "
-             f"batch {w['batch_size']}, {w['dtype']} on {w['device']}, median of {w['repeats']}",
+             f"batch {w['batch_size']}, {w['dtype']} on {w['device']}{', compiled' if w.get('compile') else ''}, "
+             f"median of {w['repeats']}",
              f"{'stage':<12}{'frames/s':>12}"]
     for name in ("naive", "decode", "forward", "inference", "render", "encode", "streamseg"):
         lines.append(f"{name:<12}{rows[name]:>12.2f}")
@@ -305,11 +308,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model in the forward and streamseg rows (the streamseg row then "
+                        "includes each run's compile time)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON results")
     args = p.parse_args(argv)
     results = run_benchmark(model=args.model, video=args.video, frames=args.frames, naive_frames=args.naive_frames,
                             batch_size=args.batch_size, dtype=args.dtype, device=args.device, repeats=args.repeats,
-                            out_dir=args.out)
+                            out_dir=args.out, compile=args.compile)
     print(format_table(results))
     if "written_to" in results:
         print(f"results: {results['written_to']}")

@@ -166,7 +166,7 @@ class Segmenter:
                  dtype: torch.dtype, id2label: Mapping[int, str], name: str = "", task: Task = Task.SEMANTIC,
                  processor: object | None = None, threshold: float = 0.9, mask_threshold: float = 0.5,
                  overlap_threshold: float = 0.5, smooth: float = 0.0, logits_head: bool | None = None,
-                 task_inputs: torch.Tensor | None = None) -> None:
+                 task_inputs: torch.Tensor | None = None, compile_batch: int | None = None) -> None:
         self.model = model
         self.spec = spec
         self.device = device
@@ -181,6 +181,13 @@ class Segmenter:
         # universal models (Mask2Former, OneFormer, DETR...) go through their processor's post-processing.
         self.logits_head = (self.task is Task.SEMANTIC) if logits_head is None else logits_head
         self._task_inputs = task_inputs  # OneFormer: the tokenised "the task is ..." (1, L)
+        self._eager = model  # what runs if the compiled graph fails
+        self._pad_to = None
+        if compile_batch:
+            if not self.logits_head:
+                raise InputError("--compile applies to semantic models (per-class logits) only")
+            self.model = torch.compile(model, dynamic=False)
+            self._pad_to = compile_batch  # one batch shape, so the graph is compiled once
         if smooth and not self.logits_head:
             raise InputError("--smooth applies to semantic models (per-class logits) only")
         if self.task is not Task.SEMANTIC and processor is None:
@@ -266,7 +273,8 @@ class Segmenter:
                    name=config.name, task=task, processor=processor, threshold=config.threshold,
                    mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold,
                    smooth=config.smooth, logits_head=semantic_head,
-                   task_inputs=None if task_inputs is None else task_inputs.to(device))
+                   task_inputs=None if task_inputs is None else task_inputs.to(device),
+                   compile_batch=config.batch_size if config.compile else None)
 
     # -- the three steps ------------------------------------------------------------------
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -311,7 +319,11 @@ class Segmenter:
         """The model's output for a pre-processed batch: logits ``(B, C, h, w)`` for semantic models,
         the full output object for instance/panoptic ones."""
         if self.logits_head:
-            return self.model(pixel_values=pixel_values).logits
+            n = pixel_values.shape[0]
+            if self._pad_to and n < self._pad_to:  # a short last batch: pad it rather than compile again
+                pad = pixel_values.new_zeros((self._pad_to - n, *pixel_values.shape[1:]))
+                pixel_values = torch.cat([pixel_values, pad])
+            return self._run(pixel_values)[:n]
         kwargs = {}
         if self._task_inputs is not None:
             kwargs["task_inputs"] = self._task_inputs.expand(pixel_values.shape[0], -1)
@@ -319,6 +331,16 @@ class Segmenter:
             kwargs["pixel_mask"] = torch.ones((pixel_values.shape[0], *pixel_values.shape[-2:]), dtype=torch.long,
                                               device=pixel_values.device)
         return self.model(pixel_values=pixel_values, **kwargs)
+
+    def _run(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.model(pixel_values=pixel_values).logits
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: run eagerly instead
+            if self.model is self._eager:
+                raise
+            log.warning("torch.compile failed (%s); running the model eagerly", str(exc).splitlines()[0][:160])
+            self.model, self._pad_to = self._eager, None
+            return self.model(pixel_values=pixel_values).logits
 
     @torch.inference_mode()
     def postprocess(self, outputs, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:

@@ -149,3 +149,20 @@ def test_smoothing_reduces_flicker_on_a_still_noisy_clip(demo_model):
 def test_smoothing_is_refused_for_panoptic_models(tiny_mask2former):
     with pytest.raises(InputError, match="--smooth applies to semantic models \\(per-class logits\\) only"):
         Segmenter.load(ModelConfig(name=str(tiny_mask2former), device="cpu", smooth=0.5))
+
+
+def test_compiled_model_gives_the_same_labels_as_eager(demo_model):
+    """--compile is a fast path: it must not change a single label, short last batch included."""
+    images, _ = decode(SAMPLE_CLIP)
+    images = images[:7]
+    eager = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu"))
+    compiled = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", compile=True, batch_size=4))
+    expected = eager(images[:4]) + eager(images[4:])
+    got = compiled(images[:4]) + compiled(images[4:])  # the second batch (3 frames) is padded to 4
+    assert compiled._pad_to == 4 and compiled.model is not compiled._eager  # it really ran compiled
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+
+
+def test_compile_is_refused_for_universal_models(tiny_mask2former):
+    with pytest.raises(InputError, match="--compile applies to semantic models"):
+        Segmenter.load(ModelConfig(name=str(tiny_mask2former), device="cpu", compile=True))
