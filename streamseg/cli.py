@@ -8,6 +8,7 @@ absent camera, unwritable output, bad flags).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -139,13 +140,61 @@ def _camera_index(source: str) -> int | None:
     return int(source.split(":", 1)[1]) if source.startswith("camera:") else None
 
 
+def _open_outputs(config: RunConfig, source, renderer, *, on_quit) -> tuple:
+    """The sink (file, window, both, or nothing) and the exports; all closed again if one fails to open."""
+    from .exports import JsonLinesExport, MaskPngExport
+    from .sinks import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageSink, NullSink, TeeSink, VideoFileSink, WindowSink
+
+    out = config.output
+    sinks: list = []
+    exports: list = []
+    try:
+        if config.json_path is not None:
+            exports.append(JsonLinesExport(config.json_path, masks=config.json_masks))
+        if config.masks_dir is not None:
+            exports.append(MaskPngExport(config.masks_dir, renderer.colours))
+        if out is not None:
+            if out.suffix.lower() in VIDEO_SUFFIXES:
+                sinks.append(VideoFileSink(out, audio_from=source.audio_path, fps=source.fps))
+            else:
+                sinks.append(ImageSink(out, folder=out.suffix.lower() not in IMAGE_SUFFIXES))
+        if config.display:
+            sinks.append(WindowSink(f"streamseg - {source.description}", on_quit=on_quit))
+    except BaseException:
+        for export in exports:
+            export.close()
+        TeeSink(sinks).close()
+        raise
+    sink = sinks[0] if len(sinks) == 1 else TeeSink(sinks) if sinks else NullSink()
+    return sink, exports
+
+
+@contextlib.contextmanager
+def _signals_stop(pipeline):
+    """SIGINT and SIGTERM: the first finishes the frames in flight, a second stops now."""
+    def on_signal(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if pipeline.stop_event.is_set():
+            log.warning("second %s: stopping now", name)
+            pipeline.abort()
+        else:
+            log.warning("%s: finishing the frames in flight (send it again to stop now)", name)
+            pipeline.request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bool = False) -> int:
     """Open the source, load the model, open the outputs, and run the pipeline."""
-    from .exports import JsonLinesExport, MaskPngExport
     from .model import Segmenter
     from .pipeline import Pipeline
     from .render import Renderer
-    from .sinks import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageSink, NullSink, TeeSink, VideoFileSink, WindowSink
+    from .sinks import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from .sources import ImageSource, is_url, open_source
 
     out = config.output
@@ -154,7 +203,7 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
         if suffix and suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES and not out.is_dir():
             raise OutputError(f"unsupported output {out}: use a video ({', '.join(sorted(VIDEO_SUFFIXES))}), "
                               f"an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a folder")
-        parent = (out if (not suffix or out.is_dir()) else out).resolve().parent
+        parent = out.resolve().parent
         if not parent.is_dir():
             raise OutputError(f"output folder does not exist: {parent} (for {out})")
 
@@ -175,27 +224,7 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
             if pipeline_ref:
                 pipeline_ref[0].request_stop()
 
-        sinks: list = []
-        exports: list = []
-        try:
-            if config.json_path is not None:
-                exports.append(JsonLinesExport(config.json_path, masks=config.json_masks))
-            if config.masks_dir is not None:
-                exports.append(MaskPngExport(config.masks_dir, renderer.colours))
-            if out is not None:
-                if out.suffix.lower() in VIDEO_SUFFIXES:
-                    sinks.append(VideoFileSink(out, audio_from=source.audio_path, fps=source.fps))
-                else:
-                    sinks.append(ImageSink(out, folder=out.suffix.lower() not in IMAGE_SUFFIXES))
-            if config.display:
-                sinks.append(WindowSink(f"streamseg - {source.description}", on_quit=stop))
-        except BaseException:
-            for export in exports:
-                export.close()
-            TeeSink(sinks).close()
-            raise
-        sink = sinks[0] if len(sinks) == 1 else TeeSink(sinks) if sinks else NullSink()
-
+        sink, exports = _open_outputs(config, source, renderer, on_quit=stop)
         bar = None
         if config.progress and not source.live:
             from tqdm import tqdm
@@ -212,26 +241,12 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
                             on_frame=on_frame if bar is not None else None,
                             on_result=still_results.append if single_still else None, exports=exports)
         pipeline_ref.append(pipeline)
-        previous: dict[int, object] = {}
-        if install_signal_handlers:
-            def on_signal(signum: int, frame: object) -> None:
-                if pipeline.stop_event.is_set():
-                    log.warning("second %s: stopping now", signal.Signals(signum).name)
-                    pipeline.abort()
-                else:
-                    log.warning("%s: finishing the frames in flight (send it again to stop now)",
-                                signal.Signals(signum).name)
-                    pipeline.request_stop()
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, on_signal)
         try:
-            stats = pipeline.run()
+            with _signals_stop(pipeline) if install_signal_handlers else contextlib.nullcontext():
+                stats = pipeline.run()
         finally:
             if bar is not None:
                 bar.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
     for result in still_results:  # as the seed example prints for one image
         print("Segmented parts:")
         for seg in result.segments():
