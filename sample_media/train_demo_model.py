@@ -7,7 +7,7 @@ here on scenes from :mod:`streamseg.synthetic` (which knows the true class of
 every pixel) and saved with ``save_pretrained`` next to its image-processor
 config, so it loads through the same path as any Hub model.
 
-    python sample_media/train_demo_model.py            # about 10 minutes on 2 CPU cores
+    python sample_media/train_demo_model.py            # about 30 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "demo-segformer")
     parser.add_argument("--scenes", type=int, default=700)
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=1400)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     args = parser.parse_args(argv)
