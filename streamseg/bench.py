@@ -104,7 +104,7 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
 
     from .cli import main as cli_main
     from .config import DType, ModelConfig, RenderConfig
-    from .frames import Frame
+    from .frames import Frame, SegmentationResult
     from .model import Segmenter
     from .render import Renderer
     from .sinks import VideoFileSink
@@ -114,8 +114,7 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
     video = video or make_clip(work / "clip.mp4", frames=frames)
     images = _decode_all(video)[:frames]
     height, width = images[0].shape[:2]
-    seg = Segmenter.load(ModelConfig(name=model_dir, device=device, dtype=DType(dtype), compile=compile,
-                                     batch_size=batch_size))
+    seg = Segmenter.load(ModelConfig(name=model_dir, device=device, dtype=DType(dtype), compile=compile))
     results: dict = {"rows": {}}
 
     # decode only
@@ -147,7 +146,6 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
     # render only
     label_maps = seg(images[:batch_size])
     renderer = Renderer(RenderConfig(), seg.id2label, seg.num_labels)
-    from .frames import SegmentationResult
 
     seg_results = [SegmentationResult(frame=Frame(index=i, image=img), label_map=label_maps[i % len(label_maps)])
                    for i, img in enumerate(images)]
@@ -227,7 +225,6 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
 def _naive(video: Path, model_dir: str, out: Path, frames: int, device: str) -> int:
     """The seed example's recipe on video: PIL frames through ``pipeline``, masks blended one by one."""
     import av
-    from PIL import Image
     from transformers import pipeline
 
     segmenter = _naive.cache.get(model_dir)
@@ -256,7 +253,6 @@ def _naive(video: Path, model_dir: str, out: Path, frames: int, device: str) -> 
             dst.mux(stream.encode(vf))
             n += 1
         dst.mux(stream.encode(None))
-    del Image
     return n
 
 

@@ -123,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype),
                           trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
                           mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
-                          smooth=args.smooth, compile=args.compile, batch_size=args.batch_size),
+                          smooth=args.smooth, compile=args.compile),
         render=RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=Style(args.style),
                             labels=args.labels, classes=args.classes, exclude=args.exclude, keep=args.keep,
                             background=args.background),

@@ -66,7 +66,6 @@ class ModelConfig:
     overlap_threshold: float = 0.5  # drop a segment when less than this share of its mask survives overlaps
     smooth: float = 0.0  # semantic: weight of the past in an moving average of class probabilities (0: off)
     compile: bool = False  # torch.compile the model (slow first batch; faster after)
-    batch_size: int = 4  # with compile: smaller batches are padded to this, so one graph serves all
 
     def __post_init__(self) -> None:
         dev = self.device

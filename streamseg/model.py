@@ -166,7 +166,7 @@ class Segmenter:
                  dtype: torch.dtype, id2label: Mapping[int, str], name: str = "", task: Task = Task.SEMANTIC,
                  processor: object | None = None, threshold: float = 0.9, mask_threshold: float = 0.5,
                  overlap_threshold: float = 0.5, smooth: float = 0.0, logits_head: bool | None = None,
-                 task_inputs: torch.Tensor | None = None, compile_batch: int | None = None) -> None:
+                 task_inputs: torch.Tensor | None = None, compile: bool = False) -> None:
         self.model = model
         self.spec = spec
         self.device = device
@@ -182,12 +182,11 @@ class Segmenter:
         self.logits_head = (self.task is Task.SEMANTIC) if logits_head is None else logits_head
         self._task_inputs = task_inputs  # OneFormer: the tokenised "the task is ..." (1, L)
         self._eager = model  # what runs if the compiled graph fails
-        self._pad_to = None
-        if compile_batch:
+        self._pad_to = 0  # compiled: the largest batch so far; smaller ones are padded to it
+        if compile:
             if not self.logits_head:
                 raise InputError("--compile applies to semantic models (per-class logits) only")
             self.model = torch.compile(model, dynamic=False)
-            self._pad_to = compile_batch  # one batch shape, so the graph is compiled once
         if smooth and not self.logits_head:
             raise InputError("--smooth applies to semantic models (per-class logits) only")
         if self.task is not Task.SEMANTIC and processor is None:
@@ -274,7 +273,7 @@ class Segmenter:
                    mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold,
                    smooth=config.smooth, logits_head=semantic_head,
                    task_inputs=None if task_inputs is None else task_inputs.to(device),
-                   compile_batch=config.batch_size if config.compile else None)
+                   compile=config.compile)
 
     # -- the three steps ------------------------------------------------------------------
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -320,9 +319,11 @@ class Segmenter:
         the full output object for instance/panoptic ones."""
         if self.logits_head:
             n = pixel_values.shape[0]
-            if self._pad_to and n < self._pad_to:  # a short last batch: pad it rather than compile again
-                pad = pixel_values.new_zeros((self._pad_to - n, *pixel_values.shape[1:]))
-                pixel_values = torch.cat([pixel_values, pad])
+            if self.model is not self._eager:  # compiled: pad short batches rather than compile again
+                self._pad_to = max(self._pad_to, n)
+                if n < self._pad_to:
+                    pad = pixel_values.new_zeros((self._pad_to - n, *pixel_values.shape[1:]))
+                    pixel_values = torch.cat([pixel_values, pad])
             return self._run(pixel_values)[:n]
         kwargs = {}
         if self._task_inputs is not None:
@@ -339,7 +340,7 @@ class Segmenter:
             if self.model is self._eager:
                 raise
             log.warning("torch.compile failed (%s); running the model eagerly", str(exc).splitlines()[0][:160])
-            self.model, self._pad_to = self._eager, None
+            self.model = self._eager
             return self.model(pixel_values=pixel_values).logits
 
     @torch.inference_mode()
