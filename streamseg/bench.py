@@ -99,11 +99,12 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_frames: int, batch_size: int,
-                  dtype: str, device: str, repeats: int, out_dir: Path | None, compile: bool = False) -> dict:
+                  dtype: str, device: str, repeats: int, out_dir: Path | None, compile: bool = False,
+                  engine: str = "torch") -> dict:
     import torch
 
     from .cli import main as cli_main
-    from .config import DType, ModelConfig, RenderConfig
+    from .config import DType, Engine, ModelConfig, RenderConfig
     from .frames import Frame, SegmentationResult
     from .model import Segmenter
     from .render import Renderer
@@ -114,7 +115,8 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
     video = video or make_clip(work / "clip.mp4", frames=frames)
     images = _decode_all(video)[:frames]
     height, width = images[0].shape[:2]
-    seg = Segmenter.load(ModelConfig(name=model_dir, device=device, dtype=DType(dtype), compile=compile))
+    seg = Segmenter.load(ModelConfig(name=model_dir, device=device, dtype=DType(dtype), compile=compile,
+                                      engine=Engine(engine)))
     results: dict = {"rows": {}}
 
     # decode only
@@ -168,7 +170,8 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
 
     # streamseg: the CLI, file to annotated MP4
     argv = [str(video), "-o", str(work / "streamseg.mp4"), "--model", model_dir, "--batch-size", str(batch_size),
-            "--dtype", dtype, "--device", device, "-q", *(["--compile"] if compile else [])]
+            "--dtype", dtype, "--device", device, "-q", "--engine", seg.engine.value,
+            *(["--compile"] if compile else [])]
 
     def streamseg_cli() -> int:
         with contextlib.redirect_stderr(io.StringIO()):
@@ -185,8 +188,8 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
     # FLOPs of one forward batch, and the machine's matmul rate
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        seg.forward(batches[0])
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        seg.eager_model(pixel_values=batches[0])  # counted in torch whatever engine ran it
     flops_per_frame = counter.get_total_flops() / batches[0].shape[0]
     rows = results["rows"]
     forward_gflops = flops_per_frame * rows["forward"] / 1e9
@@ -206,7 +209,7 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
         "workload": {"model": model or "SegFormer-B0 architecture, 150 classes, random weights", "width": width,
                      "height": height, "frames": len(images), "naive_frames": naive_frames,
                      "batch_size": batch_size, "dtype": str(seg.dtype), "device": str(seg.device),
-                     "repeats": repeats, "compile": compile},
+                     "repeats": repeats, "compile": compile, "engine": seg.engine.value},
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
@@ -216,7 +219,8 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         name = (f"{results['date'][:10]}-{'gpu' if seg.device.type == 'cuda' else 'cpu'}-{width}x{height}"
-                f"-b{batch_size}{'-compiled' if compile else ''}.json")
+                f"-b{batch_size}{'-compiled' if compile else ''}"
+                f"{'-' + seg.engine.value if seg.engine is not Engine.TORCH else ''}.json")
         (out_dir / name).write_text(json.dumps(results, indent=2) + "\n")
         results["written_to"] = str(out_dir / name)
     return results
@@ -282,7 +286,8 @@ def format_table(results: dict) -> str:
     rows = results["rows"]
     w = results["workload"]
     lines = [f"workload: {w['model']}, {w['width']}x{w['height']}, {w['frames']} frames (naive: {w['naive_frames']}), "
-             f"batch {w['batch_size']}, {w['dtype']} on {w['device']}{', compiled' if w.get('compile') else ''}, "
+             f"batch {w['batch_size']}, {w['dtype']} on {w['device']}{', compiled' if w.get('compile') else ''}"
+             f"{', ' + w['engine'] if w.get('engine', 'torch') != 'torch' else ''}, "
              f"median of {w['repeats']}",
              f"{'stage':<12}{'frames/s':>12}"]
     for name in ("naive", "decode", "forward", "inference", "render", "encode", "streamseg"):
@@ -304,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
+                   help="what runs the forward in the forward, inference and streamseg rows")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model in the forward and streamseg rows (the streamseg row then "
                         "includes each run's compile time)")
@@ -311,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = run_benchmark(model=args.model, video=args.video, frames=args.frames, naive_frames=args.naive_frames,
                             batch_size=args.batch_size, dtype=args.dtype, device=args.device, repeats=args.repeats,
-                            out_dir=args.out, compile=args.compile)
+                            out_dir=args.out, compile=args.compile, engine=args.engine)
     print(format_table(results))
     if "written_to" in results:
         print(f"results: {results['written_to']}")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig, Style, Task
+from .config import DEFAULT_MODEL, DropPolicy, DType, Engine, ModelConfig, RenderConfig, RunConfig, Style, Task
 from .errors import InputError, OutputError, StreamsegError
 
 log = logging.getLogger("streamseg")
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model: the first batch takes long (about 40 s for SegFormer-B0 on 2 CPU "
                         "cores), later ones run faster; semantic models")
+    p.add_argument("--engine", default="torch", choices=[e.value for e in Engine],
+                   help="what runs the forward of semantic models: torch (default) or onnxruntime (exported to ONNX "
+                        "once and cached; faster on CPUs; needs pip install 'streamseg[onnx]'; falls back to torch)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto", choices=[d.value for d in DType],
                    help="model precision (auto: float16 on CUDA, float32 on CPU)")
@@ -123,7 +126,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype),
                           trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
                           mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
-                          smooth=args.smooth, compile=args.compile),
+                          smooth=args.smooth, compile=args.compile,
+                          engine=Engine(args.engine)),
         render=RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=Style(args.style),
                             labels=args.labels, classes=args.classes, exclude=args.exclude, keep=args.keep,
                             background=args.background),

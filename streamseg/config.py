@@ -44,6 +44,13 @@ class Style(str, enum.Enum):
     REPLACE_BACKGROUND = "replace-background"  # keep --keep classes, replace the rest
 
 
+class Engine(str, enum.Enum):
+    """What runs a semantic model's forward (``--engine``)."""
+
+    TORCH = "torch"  # eager PyTorch (or torch.compile with --compile)
+    ONNXRUNTIME = "onnxruntime"  # the model exported to ONNX, run by ONNX Runtime on the CPU; falls back to torch
+
+
 class DType(str, enum.Enum):
     AUTO = "auto"
     FLOAT32 = "float32"
@@ -66,6 +73,7 @@ class ModelConfig:
     overlap_threshold: float = 0.5  # drop a segment when less than this share of its mask survives overlaps
     smooth: float = 0.0  # semantic: weight of the past in an moving average of class probabilities (0: off)
     compile: bool = False  # torch.compile the model (slow first batch; faster after)
+    engine: Engine = Engine.TORCH
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -73,6 +81,9 @@ class ModelConfig:
             raise InputError(f"invalid device {dev!r}: expected auto, cpu, cuda or cuda:N")
         object.__setattr__(self, "dtype", DType(self.dtype))
         object.__setattr__(self, "task", Task(self.task))
+        object.__setattr__(self, "engine", Engine(self.engine))
+        if self.compile and self.engine is not Engine.TORCH:
+            raise InputError("--compile applies to --engine torch only")
         if not 0.0 <= self.smooth < 1.0:
             raise InputError(f"invalid smooth {self.smooth}: expected a value in [0, 1)")
         for name in ("threshold", "mask_threshold", "overlap_threshold"):

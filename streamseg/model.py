@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DType, ModelConfig, Task
+from .config import DType, Engine, ModelConfig, Task
 from .errors import InputError, ModelLoadError
 from .frames import Frame, SegmentationResult
 
@@ -166,7 +166,8 @@ class Segmenter:
                  dtype: torch.dtype, id2label: Mapping[int, str], name: str = "", task: Task = Task.SEMANTIC,
                  processor: object | None = None, threshold: float = 0.9, mask_threshold: float = 0.5,
                  overlap_threshold: float = 0.5, smooth: float = 0.0, logits_head: bool | None = None,
-                 task_inputs: torch.Tensor | None = None, compile: bool = False) -> None:
+                 task_inputs: torch.Tensor | None = None, compile: bool = False,
+                 engine: Engine = Engine.TORCH) -> None:
         self.model = model
         self.spec = spec
         self.device = device
@@ -187,6 +188,9 @@ class Segmenter:
             if not self.logits_head:
                 raise InputError("--compile applies to semantic models (per-class logits) only")
             self.model = torch.compile(model, dynamic=False)
+        self._onnx = None  # an OnnxForward when ONNX Runtime runs the forward
+        if Engine(engine) is Engine.ONNXRUNTIME:
+            self._onnx = self._onnx_engine()
         if smooth and not self.logits_head:
             raise InputError("--smooth applies to semantic models (per-class logits) only")
         if self.task is not Task.SEMANTIC and processor is None:
@@ -273,7 +277,7 @@ class Segmenter:
                    mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold,
                    smooth=config.smooth, logits_head=semantic_head,
                    task_inputs=None if task_inputs is None else task_inputs.to(device),
-                   compile=config.compile)
+                   compile=config.compile, engine=config.engine)
 
     # -- the three steps ------------------------------------------------------------------
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -333,7 +337,37 @@ class Segmenter:
                                               device=pixel_values.device)
         return self.model(pixel_values=pixel_values, **kwargs)
 
+    def _onnx_engine(self):
+        from . import onnx_runtime
+
+        if not self.logits_head:
+            log.warning("--engine onnxruntime runs semantic models only; running %s in torch", self.name or "the model")
+            return None
+        try:
+            return onnx_runtime.OnnxForward(self.model)
+        except onnx_runtime.EngineUnavailable as exc:
+            log.warning("%s; running the model in torch", exc)
+            return None
+
+    @property
+    def eager_model(self) -> torch.nn.Module:
+        """The loaded torch model itself (not compiled, not exported)."""
+        return self._eager
+
+    @property
+    def engine(self) -> Engine:
+        """What actually runs the forward (after any fallback)."""
+        return Engine.ONNXRUNTIME if self._onnx is not None else Engine.TORCH
+
     def _run(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self._onnx is not None:
+            from .onnx_runtime import EngineUnavailable
+
+            try:
+                return self._onnx(pixel_values)
+            except EngineUnavailable as exc:
+                log.warning("%s; running the model in torch from now on", exc)
+                self._onnx = None
         try:
             return self.model(pixel_values=pixel_values).logits
         except Exception as exc:  # noqa: BLE001 - any compiler failure: run eagerly instead
