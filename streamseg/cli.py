@@ -16,12 +16,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_MODEL, DropPolicy, DType, Engine, ModelConfig, RenderConfig, RunConfig, Style, Task
+from .config import DEFAULT_MODEL, parse_seconds, DropPolicy, DType, Engine, ModelConfig, RenderConfig, RunConfig, Style, Task
 from .errors import InputError, OutputError, StreamsegError
 
 log = logging.getLogger("streamseg")
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = parse_seconds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use e.g. 90, 90s, 10m, 1.5h or 1:30") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: expected more than 0")
+    return value
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -83,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     display.add_argument("--no-display", action="store_true", help="never open a window (headless)")
     display.add_argument("--display", action="store_true", help="open a window also when writing -o")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="network open/read timeout (default: 10)")
+    p.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="browser live view: a page, /stream.mjpg and /stats on 127.0.0.1:PORT (0: any free port); "
+                        "another HOST needs --serve-token")
+    p.add_argument("--serve-token", metavar="SECRET",
+                   help="--serve: every request must carry ?token=SECRET (or Authorization: Bearer SECRET)")
+    p.add_argument("--duration", type=_seconds, metavar="TIME",
+                   help="stop after this much input (90, 90s, 10m, 1h, 1:30); for live sources, wall-clock time")
+    p.add_argument("--segment-time", type=_seconds, metavar="TIME",
+                   help="rotate the output video every TIME (e.g. 10m): rec.mp4 -> rec-000.mp4, rec-001.mp4...; "
+                        "a name with %%-codes is a strftime pattern of each file's start (rec-%%Y%%m%%d-%%H%%M%%S.mp4)")
+    p.add_argument("--reconnect", type=int, metavar="N",
+                   help="live streams: reconnect attempts in a row when the stream fails or ends "
+                        "(default: keep trying; 0: stop at the first end)")
+    p.add_argument("--reconnect-max-delay", type=_seconds, default=30.0, metavar="TIME",
+                   help="live streams: longest wait between reconnect attempts (backoff doubles from 0.5 s; default 30 s)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that run their own code")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -118,7 +143,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.camera is not None and args.input:
         raise InputError("give either INPUT or --camera N, not both")
     live_window = args.camera is not None
-    display = args.display or (not args.no_display and (args.output is None or live_window))
+    display = args.display or (not args.no_display and ((args.output is None and args.serve is None) or live_window))
     return RunConfig(
         source=args.input or f"camera:{args.camera}",
         output=args.output,
@@ -134,6 +159,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         json_path=args.json,
         json_masks=args.json_masks,
         masks_dir=args.masks,
+        duration=args.duration,
+        segment_time=args.segment_time,
+        reconnect=args.reconnect,
+        reconnect_max_delay=args.reconnect_max_delay,
+        timeout=args.timeout,
+        serve=args.serve,
+        serve_token=args.serve_token,
         batch_size=args.batch_size,
         drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
         progress=not args.quiet,
@@ -147,7 +179,8 @@ def _camera_index(source: str) -> int | None:
 def _open_outputs(config: RunConfig, source, renderer, *, on_quit) -> tuple:
     """The sink (file, window, both, or nothing) and the exports; all closed again if one fails to open."""
     from .exports import JsonLinesExport, MaskPngExport
-    from .sinks import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageSink, NullSink, TeeSink, VideoFileSink, WindowSink
+    from .sinks import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageSink, NullSink, SegmentedVideoSink, TeeSink, VideoFileSink,
+                        WindowSink)
 
     out = config.output
     sinks: list = []
@@ -158,10 +191,16 @@ def _open_outputs(config: RunConfig, source, renderer, *, on_quit) -> tuple:
         if config.masks_dir is not None:
             exports.append(MaskPngExport(config.masks_dir, renderer.colours))
         if out is not None:
-            if out.suffix.lower() in VIDEO_SUFFIXES:
-                sinks.append(VideoFileSink(out, audio_from=source.audio_path, fps=source.fps))
+            if config.segment_time is not None:
+                sinks.append(SegmentedVideoSink(out, config.segment_time, fps=source.fps, live=source.live))
+            elif out.suffix.lower() in VIDEO_SUFFIXES:
+                sinks.append(VideoFileSink(out, audio_from=source.audio_path, fps=source.fps, live=source.live))
             else:
                 sinks.append(ImageSink(out, folder=out.suffix.lower() not in IMAGE_SUFFIXES))
+        if config.serve is not None:
+            from .serve import PreviewServer
+
+            sinks.append(PreviewServer(config.serve, token=config.serve_token))
         if config.display:
             sinks.append(WindowSink(f"streamseg - {source.description}", on_quit=on_quit))
     except BaseException:
@@ -193,7 +232,7 @@ def _signals_stop(pipeline):
             signal.signal(sig, handler)
 
 
-def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bool = False) -> int:
+def run(config: RunConfig, *, install_signal_handlers: bool = False) -> int:
     """Open the source, load the model, open the outputs, and run the pipeline."""
     from .model import Segmenter
     from .pipeline import Pipeline
@@ -214,7 +253,8 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
     # A network stream is opened after the model loads, so that no backlog builds up meanwhile;
     # anything else is opened first, so that a bad path fails before a slow model load.
     segmenter = Segmenter.load(config.model) if is_url(config.source) else None
-    with open_source(config.source, camera=_camera_index(config.source), timeout=timeout) as source:
+    with open_source(config.source, camera=_camera_index(config.source), timeout=config.timeout,
+                     reconnect=config.reconnect, reconnect_max_delay=config.reconnect_max_delay) as source:
         single_still = isinstance(source, ImageSource) and not source.is_folder
         if out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not single_still:
             raise OutputError(f"{out} holds one image, but {source.description} has many frames; "
@@ -243,8 +283,14 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
         pipeline = Pipeline(source, segmenter, renderer, sink, batch_size=config.batch_size,
                             channel_size=config.channel_size, drop_policy=config.drop_policy,
                             on_frame=on_frame if bar is not None else None,
-                            on_result=still_results.append if single_still else None, exports=exports)
+                            on_result=still_results.append if single_still else None, exports=exports,
+                            duration=config.duration)
         pipeline_ref.append(pipeline)
+        from .serve import PreviewServer
+
+        for s in getattr(sink, "sinks", [sink]):
+            if isinstance(s, PreviewServer):  # the live view's /stats
+                s.stats = lambda: {"sources": [pipeline.snapshot()]}
         try:
             with _signals_stop(pipeline) if install_signal_handlers else contextlib.nullcontext():
                 stats = pipeline.run()
@@ -260,7 +306,10 @@ def run(config: RunConfig, *, timeout: float = 10.0, install_signal_handlers: bo
             print(f"\u2022 {seg.label} (score: {score})")
     stopped = "" if stats.completed else " (stopped early)"
     print(f"streamseg: {stats.summary()}{stopped}", file=sys.stderr)
-    if out is not None:
+    files = getattr(sink, "files", None)
+    if files:
+        print(f"streamseg: wrote {len(files)} files: {', '.join(str(f) for f in files)}", file=sys.stderr)
+    elif out is not None:
         print(f"streamseg: wrote {out}", file=sys.stderr)
     return EXIT_OK
 
@@ -277,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.debug)
     try:
         config = config_from_args(args)
-        return run(config, timeout=args.timeout, install_signal_handlers=True)
+        return run(config, install_signal_handlers=True)
     except StreamsegError as exc:
         if args.debug:
             log.exception("failed")

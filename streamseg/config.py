@@ -16,6 +16,18 @@ from .errors import InputError
 DEFAULT_MODEL = "nvidia/segformer-b0-finetuned-ade-512-512"
 
 
+def parse_seconds(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"10m"``, ``"1.5h"``, ``"1:30"`` or ``"1:00:00"`` -> seconds. Raises ValueError."""
+    t = text.strip().lower()
+    if ":" in t:
+        seconds = 0.0
+        for part in t.split(":"):
+            seconds = seconds * 60 + float(part)
+        return seconds
+    scale = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    return float(t[:-1]) * scale if scale else float(t)
+
+
 class DropPolicy(str, enum.Enum):
     """What a full channel does with a new item."""
 
@@ -130,6 +142,13 @@ class RunConfig:
     json_path: Path | None = None  # JSON Lines export
     json_masks: bool = False  # ... with COCO RLE masks
     masks_dir: Path | None = None  # one label-map PNG per frame
+    duration: float | None = None  # seconds of input to process (live: wall clock); None: all
+    segment_time: float | None = None  # rotate the output video every this many seconds
+    reconnect: int | None = None  # live streams: reconnect attempts in a row (None: keep trying)
+    reconnect_max_delay: float = 30.0  # longest wait between two attempts (exponential backoff from 0.5 s)
+    timeout: float = 10.0  # network open/read timeout
+    serve: str | None = None  # [HOST:]PORT of the browser live view
+    serve_token: str | None = None  # required (and checked on every request) when serving beyond 127.0.0.1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -140,6 +159,14 @@ class RunConfig:
             raise InputError("--json-masks needs --json PATH")
         if self.drop_policy is not None:
             object.__setattr__(self, "drop_policy", DropPolicy(self.drop_policy))
+        for name in ("duration", "segment_time", "timeout", "reconnect_max_delay"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"invalid --{name.replace('_', '-')} {value}: expected a positive time")
+        if self.segment_time is not None and self.output is None:
+            raise InputError("--segment-time needs -o OUTPUT.mp4")
+        if self.reconnect is not None and self.reconnect < 0:
+            raise InputError(f"invalid --reconnect {self.reconnect}: expected 0 or more attempts")
 
     @property
     def channel_size(self) -> int:

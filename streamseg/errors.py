@@ -33,5 +33,9 @@ class OutputError(InputError):
     """An output could not be created or written."""
 
 
+class WriteError(StreamsegError):
+    """An output that opened fine failed while being written: disk full, file size limit... (exit code 1)."""
+
+
 class Stopped(Exception):
     """Raised inside a stage when the channel it feeds has no consumer any more."""

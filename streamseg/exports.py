@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from .errors import OutputError
+from .errors import OutputError, WriteError
 from .frames import SegmentationResult
 from .resources import Closing, short_message
 
@@ -86,7 +86,7 @@ class JsonLinesExport(Closing):
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
         except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {short_message(exc)}") from exc
+            raise WriteError(f"cannot write {self.path}: {short_message(exc)}") from exc
         self.records += 1
 
     def close(self) -> None:
@@ -140,7 +140,7 @@ class MaskPngExport(Closing):
                 img = Image.fromarray(np.where(ids < 0, VOID_16BIT, ids).astype(np.uint16))
             img.save(target)
         except OSError as exc:
-            raise OutputError(f"cannot write {target}: {short_message(exc)}") from exc
+            raise WriteError(f"cannot write {target}: {short_message(exc)}") from exc
         self.frames_written += 1
 
     def close(self) -> None:

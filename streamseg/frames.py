@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -23,6 +24,7 @@ class Frame:
     pts: int | None = None
     time_base: Fraction | None = None
     name: str | None = None
+    captured: float = field(default_factory=time.monotonic, compare=False)  # when it was read (time.monotonic())
 
     def __post_init__(self) -> None:
         img = self.image
@@ -47,7 +49,8 @@ class Frame:
 
     def with_image(self, image: np.ndarray) -> Frame:
         """The same frame (index, timing, name) carrying another picture."""
-        return Frame(index=self.index, image=image, pts=self.pts, time_base=self.time_base, name=self.name)
+        return Frame(index=self.index, image=image, pts=self.pts, time_base=self.time_base, name=self.name,
+                     captured=self.captured)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DType, Engine, ModelConfig, Task
-from .errors import InputError, ModelLoadError
+from .errors import InputError, ModelLoadError, StreamsegError
 from .frames import Frame, SegmentationResult
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ class Segmenter:
             if not self.logits_head:
                 raise InputError("--compile applies to semantic models (per-class logits) only")
             self.model = torch.compile(model, dynamic=False)
+        self.max_batch = 0  # frames per forward at most (0: no limit); lowered when the device runs out of memory
         self._onnx = None  # an OnnxForward when ONNX Runtime runs the forward
         if Engine(engine) is Engine.ONNXRUNTIME:
             self._onnx = self._onnx_engine()
@@ -437,15 +438,17 @@ class Segmenter:
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class-id maps, one per uint8 RGB picture (-1 where an instance/panoptic model found no segment)."""
-        if not images:
-            return []
-        outputs = self.forward(self.preprocess(images))
-        return self.postprocess(outputs, [img.shape[:2] for img in images])
+        return self._in_batches(self._label_maps, list(images))
 
     def segment(self, frames: Sequence[Frame]) -> list[SegmentationResult]:
         """One :class:`SegmentationResult` per frame, in order."""
-        if not frames:
-            return []
+        return self._in_batches(self._segment_batch, list(frames))
+
+    def _label_maps(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        outputs = self.forward(self.preprocess(images))
+        return self.postprocess(outputs, [img.shape[:2] for img in images])
+
+    def _segment_batch(self, frames: list[Frame]) -> list[SegmentationResult]:
         images = [f.image for f in frames]
         sizes = [img.shape[:2] for img in images]
         outputs = self.forward(self.preprocess(images))
@@ -455,6 +458,32 @@ class Segmenter:
         return [SegmentationResult(frame=f, label_map=lm, task=self.task.value, segment_map=sm, segment_info=infos,
                                    id2label=self.id2label)
                 for f, (lm, sm, infos) in zip(frames, self._postprocess_segments(outputs, sizes))]
+
+    def _in_batches(self, fn, items: list) -> list:
+        """``fn`` over ``items`` in batches of at most ``max_batch``; out of memory halves the batch and retries.
+
+        ``max_batch`` stays at the size that worked, so later batches do not run out of memory again.
+        """
+        if not items:
+            return []
+        if self.max_batch and len(items) > self.max_batch:
+            out = []
+            for i in range(0, len(items), self.max_batch):
+                out.extend(self._in_batches(fn, items[i:i + self.max_batch]))
+            return out
+        try:
+            return fn(items)
+        except torch.OutOfMemoryError as exc:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(items) == 1:
+                raise StreamsegError(f"out of memory on {self.device} even with one frame per batch: "
+                                     "use a smaller model or --device cpu") from exc
+            half = (len(items) + 1) // 2
+            log.warning("out of memory on %s with a batch of %d; retrying in batches of %d from now on",
+                        self.device, len(items), half)
+            self.max_batch = half
+            return self._in_batches(fn, items[:half]) + self._in_batches(fn, items[half:])
 
     def iter_results(self, frames: Iterable[Frame], batch_size: int = 4) -> Iterator[SegmentationResult]:
         """Segment a source (or any iterable of frames) in batches, in this thread; results in order."""

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds between checks of the abort flag while waiting
 _FPS_WINDOW = 30  # frames over which the drawn frame rate is measured
+_LATENCY_WINDOW = 500  # frames over which latency percentiles are taken
 
 
 @dataclass
@@ -68,7 +69,11 @@ class RunStats:
     frames_dropped: int = 0
     batches: int = 0
     wall_seconds: float = 0.0
-    completed: bool = False  # the source was read to its end
+    completed: bool = False  # the source was read to its end (or to --duration)
+    live: bool = False  # the source runs at its own pace (latency is reported for these)
+    reconnects: int = 0  # a live stream that failed or ended and came back
+    gap_seconds: float = 0.0  # wall-clock time lost to reconnects
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))  # capture -> written
     stages: dict[str, StageTimes] = field(default_factory=lambda: {
         "decode": StageTimes(), "inference": StageTimes(), "render": StageTimes(), "write": StageTimes()})
 
@@ -76,10 +81,21 @@ class RunStats:
     def fps(self) -> float:
         return self.frames_written / self.wall_seconds if self.wall_seconds else 0.0
 
+    def latency_percentiles(self) -> dict[str, float]:
+        """Capture-to-written latency over the last frames, in ms: ``{"p50": ..., "p95": ...}`` (0 when none)."""
+        values = sorted(self.latency_ms)
+        if not values:
+            return {"p50": 0.0, "p95": 0.0}
+        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+        return {"p50": pick(0.5), "p95": pick(0.95)}
+
     def summary(self) -> str:
         stages = ", ".join(f"{name} {st.mean_ms:.1f}" for name, st in self.stages.items())
-        return (f"frames read {self.frames_read}, written {self.frames_written}, dropped {self.frames_dropped}; "
-                f"{self.fps:.1f} fps over {self.wall_seconds:.1f} s; mean ms per frame: {stages}")
+        gaps = f", reconnects {self.reconnects} ({self.gap_seconds:.1f} s lost)" if self.reconnects else ""
+        lat = self.latency_percentiles()
+        latency = f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms; " if self.live else ""
+        return (f"frames read {self.frames_read}, written {self.frames_written}, dropped {self.frames_dropped}{gaps}; "
+                f"{latency}{self.fps:.1f} fps over {self.wall_seconds:.1f} s; mean ms per frame: {stages}")
 
 
 class Pipeline:
@@ -90,7 +106,7 @@ class Pipeline:
                  channel_size: int | None = None, drop_policy: DropPolicy | None = None,
                  on_frame: Callable[[RunStats], None] | None = None,
                  on_result: Callable[[SegmentationResult], None] | None = None, exports: Sequence[Export] = (),
-                 join_timeout: float = 2.0) -> None:
+                 join_timeout: float = 2.0, duration: float | None = None) -> None:
         self.source, self.sink, self.renderer = source, sink, renderer
         self._segment = segmenter.segment if isinstance(segmenter, Segmenter) else segmenter
         self.batch_size = batch_size
@@ -98,7 +114,7 @@ class Pipeline:
         size = channel_size or max(2, 2 * batch_size)
         self.frames: Channel[Frame] = Channel(size, policy, name="frames")
         self.results: Channel[SegmentationResult] = Channel(size, DropPolicy.WAIT, name="results")
-        self.stats = RunStats()
+        self.stats = RunStats(live=bool(source.live))
         self.stop_event = threading.Event()
         self._abort = threading.Event()
         self._error: BaseException | None = None
@@ -107,17 +123,33 @@ class Pipeline:
         self._on_result = on_result
         self.exports = list(exports)
         self._join_timeout = join_timeout
+        self._started: float | None = None
         self._batch_wait = (1.0 / source.fps if source.fps else 0.04) if source.live else None
+        self.duration = duration  # seconds of input (by the frames' timestamps) to read; None: all
 
     # -- control (any thread) ----------------------------------------------------------------
     def request_stop(self) -> None:
         """Graceful: stop reading; what was read is still segmented and written."""
         self.stop_event.set()
+        interrupt = getattr(self.source, "interrupt", None)  # e.g. a stream waiting to reconnect
+        if interrupt is not None:
+            interrupt()
 
     def abort(self) -> None:
         """Fast: stop reading and inferring; what was already inferred is written, the sink is closed."""
-        self.stop_event.set()
+        self.request_stop()
         self._abort.set()
+
+    def snapshot(self) -> dict:
+        """Live figures for ``/stats`` (any thread): frames, drops, rate over the run, latency, reconnects."""
+        st = self.stats
+        elapsed = time.monotonic() - self._started if self._started else 0.0
+        return {"source": getattr(self.source, "description", "?"), "frames_read": st.frames_read,
+                "frames_written": st.frames_written, "frames_dropped": self.frames.dropped,
+                "fps": st.frames_written / elapsed if elapsed > 0 else 0.0,
+                "latency_ms": st.latency_percentiles(),
+                "reconnects": getattr(self.source, "reconnects", 0),
+                "gap_seconds": getattr(self.source, "gap_seconds", 0.0)}
 
     @property
     def error(self) -> BaseException | None:
@@ -132,6 +164,7 @@ class Pipeline:
     # -- the threads ------------------------------------------------------------------------
     def _capture(self) -> None:
         st = self.stats.stages["decode"]
+        first: float | None = None  # the first frame's time, for --duration
         try:
             it = iter(self.source)
             while not self.stop_event.is_set():
@@ -142,6 +175,12 @@ class Pipeline:
                     self.stats.completed = True
                     break
                 st.seconds += time.perf_counter() - t0
+                if self.duration is not None:
+                    t = frame.seconds if frame.seconds is not None else frame.index / (self.source.fps or 25.0)
+                    first = t if first is None else first
+                    if t - first >= self.duration:
+                        self.stats.completed = True  # all that was asked for was read
+                        break
                 st.items += 1
                 self.stats.frames_read += 1
                 self.frames.put(frame)
@@ -222,6 +261,7 @@ class Pipeline:
                 write_t.seconds += t2 - t1
                 write_t.items += 1
                 self.stats.frames_written += 1
+                self.stats.latency_ms.append(1000 * (time.monotonic() - item.frame.captured))
                 if self._on_frame is not None:
                     self._on_frame(self.stats)
             if self.stats.completed and not self._abort.is_set():
@@ -241,7 +281,7 @@ class Pipeline:
         A ``KeyboardInterrupt`` in the caller's thread requests a graceful stop; a
         second one aborts. Either way the sink is closed before this returns.
         """
-        t_start = time.monotonic()
+        t_start = self._started = time.monotonic()
         done = {name: threading.Event() for name in ("capture", "inference", "render")}
         threads = {name: threading.Thread(target=self._guard, args=(fn, done[name]), name=f"streamseg-{name}",
                                           daemon=True)
@@ -251,6 +291,10 @@ class Pipeline:
         # Wait on an Event, not Thread.join(): on Python 3.11 a KeyboardInterrupt inside join()
         # can mark a running thread as finished, and the process would exit before the sink closes.
         while not done["render"].is_set():
+            if (self.duration is not None and self.source.live and not self.stop_event.is_set()
+                    and time.monotonic() - t_start > self.duration + 5.0):  # a live source stalled past --duration
+                log.warning("--duration reached while the source delivered nothing; stopping")
+                self.request_stop()
             try:
                 done["render"].wait(_POLL)
             except KeyboardInterrupt:
@@ -269,6 +313,8 @@ class Pipeline:
             if not done[name].is_set():
                 log.warning("%s thread still busy after the stop; leaving it behind", name)
         self.stats.frames_dropped = self.frames.dropped
+        self.stats.reconnects = getattr(self.source, "reconnects", 0)
+        self.stats.gap_seconds = getattr(self.source, "gap_seconds", 0.0)
         self.stats.wall_seconds = time.monotonic() - t_start
         if self._error is not None:
             raise self._error

@@ -204,7 +204,7 @@ def test_tcp_stream_in(tiny_model, tmp_path):
     try:
         time.sleep(0.5)
         out = tmp_path / "live.mp4"
-        proc = run_cli(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display",
+        proc = run_cli(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display", "--reconnect", "0",
                        timeout=60)
         assert proc.returncode == 0, proc.stderr
     finally:

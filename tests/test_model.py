@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import SAMPLE_CLIP, decode, save_tiny_segformer
+from conftest import SAMPLE_CLIP, decode, save_tiny_segformer, scene_frames
 from streamseg.config import DType, ModelConfig
 from streamseg.errors import InputError, ModelLoadError
 from streamseg.model import PreprocessSpec, Segmenter, resolve_device, resolve_dtype, upsampled_argmax
@@ -166,3 +166,37 @@ def test_compiled_model_gives_the_same_labels_as_eager(demo_model):
 def test_compile_is_refused_for_universal_models(tiny_mask2former):
     with pytest.raises(InputError, match="--compile applies to semantic models"):
         Segmenter.load(ModelConfig(name=str(tiny_mask2former), device="cpu", compile=True))
+
+
+def test_out_of_memory_halves_the_batch_and_retries(tiny_model, caplog):
+    import torch
+
+    from streamseg.errors import StreamsegError
+    from streamseg.frames import Frame
+
+    seg = Segmenter.load(ModelConfig(name=str(tiny_model)))
+    frames = [Frame(index=i, image=img) for i, img in enumerate(scene_frames(5))]
+    reference = [r.label_map for r in seg.segment(frames)]
+    real_forward = seg.forward
+    sizes = []
+
+    def forward(pixel_values):  # a device that holds 2 frames at most
+        sizes.append(pixel_values.shape[0])
+        if pixel_values.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(pixel_values)
+
+    seg.forward = forward
+    with caplog.at_level("WARNING", logger="streamseg"):
+        results = seg.segment(frames)
+    assert all(np.array_equal(r.label_map, m) for r, m in zip(results, reference))
+    assert [r.frame.index for r in results] == [0, 1, 2, 3, 4]
+    assert sizes == [5, 3, 2, 1, 2]  # 5 fails, 3 fails, then 2+1 and 2
+    assert "out of memory on cpu with a batch of 5; retrying in batches of 3" in caplog.text
+    assert seg.max_batch == 2
+    sizes.clear()
+    assert len(seg.segment(frames)) == 5 and sizes == [2, 2, 1]  # later batches start at the size that worked
+
+    seg.forward = lambda pixel_values: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
+    with pytest.raises(StreamsegError, match="out of memory on cpu even with one frame per batch"):
+        seg.segment(frames[:1])

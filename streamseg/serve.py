@@ -1,0 +1,207 @@
+"""``--serve [HOST:]PORT``: watch the annotated frames in a browser.
+
+Routes: ``/`` a small page, ``/stream.mjpg`` an MJPEG stream (``multipart/x-mixed-replace``),
+``/frame.jpg`` the latest frame, ``/stats`` JSON (fps, latency, frames, drops, reconnects
+per source). The render thread encodes each frame to JPEG once (:meth:`PreviewServer.write`);
+every viewer's connection thread sends the newest JPEG it has not sent yet and skips the
+rest, so slow or many viewers never hold up the pipeline.
+
+Binds 127.0.0.1 unless a host is given. Any other host needs a token, and then every
+request must carry it (``?token=...`` or ``Authorization: Bearer ...``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import cv2
+
+from .errors import InputError, OutputError
+from .frames import Frame
+from .sinks import SinkBase
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>streamseg</title>
+<style>body{{margin:0;background:#111;color:#ddd;font:14px sans-serif}}img{{display:block;max-width:100vw;
+max-height:calc(100vh - 2em);margin:auto}}#stats{{padding:.3em 1em}}</style></head>
+<body><img id="view" src="stream.mjpg{query}" alt="streamseg live view"><div id="stats">connecting...</div>
+<script>
+async function poll() {{
+  try {{
+    const s = await (await fetch("stats{query}")).json();
+    document.getElementById("stats").textContent = s.sources.map(x =>
+      `${{x.source}}: ${{x.fps.toFixed(1)}} fps, ${{x.frames_written}} frames, ${{x.frames_dropped}} dropped, ` +
+      `${{x.reconnects}} reconnects, latency p50 ${{x.latency_ms.p50.toFixed(0)}} ms`).join(" | ");
+  }} catch (e) {{ document.getElementById("stats").textContent = "disconnected"; }}
+  setTimeout(poll, 1000);
+}}
+poll();
+</script></body></html>
+"""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"8080"`` -> ``("127.0.0.1", 8080)``; ``"0.0.0.0:8080"``, ``"[::1]:8080"`` -> host and port."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        raise InputError(f"invalid --serve {text!r}: expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080") from None
+    if not 0 <= number <= 65535:
+        raise InputError(f"invalid --serve port {number}: expected 0..65535")
+    return host, number
+
+
+class PreviewServer(SinkBase):
+    """An HTTP server (its own threads) showing the frames written to it. A sink: the render thread writes."""
+
+    def __init__(self, address: str, *, token: str | None = None, quality: int = 80,
+                 stats: Callable[[], dict] | None = None) -> None:
+        host, port = parse_address(address)
+        if host not in LOCAL_HOSTS and not token:
+            raise InputError(f"--serve on {host} is reachable from other machines: give --serve-token SECRET "
+                             "(every request must then carry it), or serve on 127.0.0.1")
+        self.token = token
+        self.stats = stats or (lambda: {"sources": []})
+        self._quality = quality
+        self._cond = threading.Condition()
+        self._jpeg: bytes | None = None
+        self._seq = 0
+        self._closing = False
+        self.viewers = 0
+        self.frames_encoded = 0
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        except OSError as exc:
+            raise OutputError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
+        self._server.daemon_threads = True
+        bound_host, bound_port = self._server.server_address[:2]
+        self.url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="streamseg-serve", daemon=True)
+        self._thread.start()
+        self._closed = False
+        log.warning("live view: %s", self.url + (f"?token={token}" if token else ""))
+
+    # -- the render thread ------------------------------------------------------------------
+    def write(self, frame: Frame) -> None:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, self._quality])
+        if not ok:  # pragma: no cover - OpenCV encodes any uint8 picture
+            return
+        with self._cond:
+            self._jpeg = buf.tobytes()
+            self._seq += 1
+            self.frames_encoded += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2)
+
+    # -- viewer threads ---------------------------------------------------------------------
+    def next_jpeg(self, after: int, timeout: float = 1.0) -> tuple[int, bytes | None]:
+        """The newest JPEG after sequence number ``after`` (waits up to ``timeout``); ``(seq, None)`` if none."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after or self._closing, timeout=timeout)
+            if self._closing or self._seq <= after:
+                return after, None
+            return self._seq, self._jpeg
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def authorised(self, handler: BaseHTTPRequestHandler) -> bool:
+        if not self.token:
+            return True
+        query = parse_qs(urlparse(handler.path).query)
+        given = (query.get("token") or [""])[0]
+        auth = handler.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = given or auth[7:]
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "streamseg"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+            log.debug("serve: " + format, *args)
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            if not server.authorised(self):
+                self._send(403, b"forbidden: this server needs ?token=...\n", "text/plain")
+                return
+            url = urlparse(self.path)
+            query = f"?token={server.token}" if server.token else ""
+            try:
+                if url.path in ("/", "/index.html"):
+                    self._send(200, _PAGE.format(query=query).encode(), "text/html; charset=utf-8")
+                elif url.path == "/stats":
+                    body = dict(server.stats())
+                    body["viewers"] = server.viewers
+                    self._send(200, json.dumps(body).encode(), "application/json")
+                elif url.path == "/frame.jpg":
+                    _, jpeg = server.next_jpeg(-1, timeout=5.0)
+                    if jpeg is None:
+                        self._send(503, b"no frame yet\n", "text/plain")
+                    else:
+                        self._send(200, jpeg, "image/jpeg")
+                elif url.path == "/stream.mjpg":
+                    self._stream()
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+            except (BrokenPipeError, ConnectionResetError):  # the viewer went away
+                pass
+
+        def _stream(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            with server._cond:
+                server.viewers += 1
+            try:
+                seq = 0
+                while not server.closing:
+                    seq, jpeg = server.next_jpeg(seq)
+                    if jpeg is None:
+                        continue
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                     + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                    self.wfile.flush()
+            finally:
+                with server._cond:
+                    server.viewers -= 1
+
+    return Handler

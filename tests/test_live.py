@@ -1,0 +1,268 @@
+"""Live and headless: streams that come back, wall-clock timing, --duration, --segment-time, crash-safe recordings."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from conftest import ROOT, SAMPLE_CLIP, decode, run_cli
+from streamseg.errors import SourceError
+from streamseg.frames import Frame
+from streamseg.sources import ReconnectingSource
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI (apt-get install ffmpeg)")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Burst:
+    """A stand-in connection: ``n`` frames 40 ms apart (advancing the clock), then an end or an error."""
+
+    live = True
+    fps = 25.0
+
+    def __init__(self, clock: FakeClock, n: int, fail: bool) -> None:
+        self.clock, self.n, self.fail = clock, n, fail
+        self.closed = False
+
+    def __iter__(self):
+        for i in range(self.n):
+            self.clock.now += 0.04
+            yield Frame(index=i, image=np.zeros((4, 4, 3), np.uint8), pts=i * 40, time_base=Fraction(1, 1000))
+        if self.fail:
+            raise SourceError("stream failed: test (connection reset)")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_stream_that_fails_comes_back_with_wall_clock_timestamps_and_a_counted_gap():
+    clock = FakeClock()
+    plan = iter(["ok", "refused", "refused", "ok", "refused", "refused", "refused"])
+
+    def opener():
+        step = next(plan)
+        if step == "refused":
+            clock.now += 3.0  # each failed attempt (and its backoff) takes time
+            raise SourceError("cannot open stream: test (Connection refused)")
+        return Burst(clock, 10, fail=True)
+
+    src = ReconnectingSource("tcp://test", attempts=3, first_delay=0.001, max_delay=0.002, opener=opener, clock=clock)
+    frames = []
+    with pytest.raises(SourceError, match=r"gave up after 3 reconnect attempts"):
+        for f in src:
+            frames.append(f)
+    assert [f.index for f in frames] == list(range(20))  # nothing invented for the gap
+    ms = [f.pts for f in frames]
+    assert ms[:10] == [i * 40 for i in range(10)]
+    gap = ms[10] - ms[9]
+    assert 6000 <= gap <= 6100  # two refused attempts of 3 s: the recording keeps the wall-clock gap
+    assert all(b - a == 40 for a, b in zip(ms[10:], ms[11:]))
+    assert src.reconnects == 1 and src.gap_seconds == pytest.approx(6.0, abs=0.1)
+
+
+def test_reconnect_0_ends_at_the_first_end_and_interrupt_ends_a_wait():
+    clock = FakeClock()
+    src = ReconnectingSource("tcp://test", attempts=0, opener=lambda: Burst(clock, 5, fail=False), clock=clock)
+    assert len(list(src)) == 5 and src.reconnects == 0
+
+    calls = []
+
+    def opener():
+        calls.append(1)
+        if len(calls) > 1:
+            raise SourceError("cannot open stream: refused")
+        return Burst(clock, 2, fail=True)
+
+    src = ReconnectingSource("tcp://test", attempts=None, first_delay=0.05, max_delay=60, opener=opener)
+    threading.Timer(1.0, src.interrupt).start()
+    t0 = time.monotonic()
+    assert len(list(src)) == 2  # keeps trying (backoff grows toward 60 s) until interrupted
+    assert time.monotonic() - t0 < 2.5 and len(calls) >= 3
+
+
+def decode_until_damage(path) -> tuple[list[np.ndarray], list[float]]:
+    """Frames a player shows from a recording cut short: everything before the cut (a partial last fragment)."""
+    images, times = [], []
+    with av.open(str(path)) as c:
+        try:
+            for f in c.decode(c.streams.video[0]):
+                images.append(f.to_ndarray(format="rgb24"))
+                times.append(float(f.pts * f.time_base))
+        except av.error.InvalidDataError:
+            pass
+    return images, times
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(port: int, *, loop: bool = True) -> subprocess.Popen:
+    """ffmpeg as a live TCP MPEG-TS server, sending the sample clip in real time (looped)."""
+    return subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", *(["-stream_loop", "-1"] if loop else []),
+                             "-i", str(SAMPLE_CLIP), "-an", "-c", "copy", "-f", "mpegts",
+                             f"tcp://127.0.0.1:{port}?listen=1"], stdin=subprocess.DEVNULL)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    p.kill()
+    p.wait()
+
+
+def _streamseg(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamseg", *args], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT, **kwargs)
+
+
+def _wait_for(path, size: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < size):
+        time.sleep(0.05)
+    assert path.exists() and path.stat().st_size >= size, "streamseg wrote nothing"
+
+
+@needs_ffmpeg
+def test_a_stream_server_killed_and_restarted_is_reconnected_into_the_same_playable_file(tiny_model, tmp_path):
+    port = _free_port()
+    server = _serve(port)
+    out = tmp_path / "rec.mp4"
+    time.sleep(0.5)
+    proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display",
+                      "--reconnect-max-delay", "1", "--duration", "14")
+    try:
+        _wait_for(out, 5_000)
+        time.sleep(2.0)
+        _stop(server)  # the camera goes away...
+        time.sleep(2.5)
+        server = _serve(port)  # ...and comes back on the same address
+        _, err = proc.communicate(timeout=60)
+    finally:
+        _stop(server)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "reconnects 1 (" in err, err
+    written = int(err.split("written ")[1].split(",")[0])
+    frames, times = decode(out)
+    assert len(frames) == written > 100
+    assert times[0] == 0.0
+    gaps = np.diff(times)
+    assert gaps.max() >= 2.0  # the outage is a gap in time, not invented frames
+    assert 12.0 <= times[-1] <= 14.0  # --duration 14 of wall-clock time, outage included
+
+
+@needs_ffmpeg
+def test_a_killed_recording_of_a_live_stream_still_plays(tiny_model, tmp_path):
+    port = _free_port()
+    server = _serve(port)
+    out = tmp_path / "rec.mp4"
+    time.sleep(0.5)
+    proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display", "-q")
+    try:
+        _wait_for(out, 5_000)
+        time.sleep(4.0)  # past the first fragment (a keyframe every 2 s)
+        proc.send_signal(signal.SIGKILL)  # no chance to finalise anything
+        proc.wait(timeout=10)
+    finally:
+        _stop(server)
+    frames, times = decode_until_damage(out)
+    assert len(frames) >= 40  # the fragments written before the kill play
+    assert times[0] == 0.0 and all(b > a for a, b in zip(times, times[1:]))
+
+
+@needs_ffmpeg
+def test_hitting_the_file_size_limit_is_one_line_and_keeps_what_was_written(tiny_model, tmp_path):
+    port = _free_port()
+    server = _serve(port)
+    out = tmp_path / "rec.mp4"
+    limit = 400_000
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    time.sleep(0.5)
+    try:
+        proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display", "-q",
+                          "--duration", "60", preexec_fn=limit_file_size)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        _stop(server)
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert re.match(r"streamseg: error: cannot (write|finish) .*rec.mp4: .*File too large", lines[-1]), err
+    frames, times = decode_until_damage(out)
+    assert len(frames) >= 25 and out.stat().st_size <= limit
+
+
+def test_duration_on_a_file_takes_that_much_of_it(tiny_model, tmp_path):
+    out = tmp_path / "two.mp4"
+    proc = run_cli(str(SAMPLE_CLIP), "-o", str(out), "--model", str(tiny_model), "--duration", "2", "-q")
+    assert proc.returncode == 0, proc.stderr
+    frames, times = decode(out)
+    assert len(frames) == 50 and times[-1] == pytest.approx(49 / 25)
+
+
+def test_segment_time_rotates_playable_files_that_each_start_at_zero(tiny_model, tmp_path):
+    out = tmp_path / "rec.mp4"
+    proc = run_cli(str(SAMPLE_CLIP), "-o", str(out), "--model", str(tiny_model), "--segment-time", "1.5", "-q")
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(tmp_path.glob("rec-*.mp4"))
+    assert [f.name for f in files] == ["rec-000.mp4", "rec-001.mp4", "rec-002.mp4"]
+    assert not out.exists()
+    counts = []
+    for f in files:
+        frames, times = decode(f)
+        counts.append(len(frames))
+        assert times[0] == 0.0 and times == pytest.approx([i / 25 for i in range(len(frames))])
+    assert counts == [38, 37, 25]  # 0-1.48 s, 1.52-2.96 s, 3.00-3.96 s: every frame once
+    assert "wrote 3 files" in proc.stderr
+
+
+def test_segment_names_can_be_a_strftime_pattern(tiny_model, tmp_path):
+    proc = run_cli(str(SAMPLE_CLIP), "-o", str(tmp_path / "cam-%Y%m%d-%H%M%S.mp4"), "--model", str(tiny_model),
+                   "--segment-time", "2", "-q")
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(tmp_path.glob("cam-*.mp4"))
+    assert len(files) == 2 and all(f.name[4:12].isdigit() for f in files)  # same second: made unique
+    assert sum(len(decode(f)[0]) for f in files) == 100
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--segment-time", "0"], "invalid time '0'"),
+    (["--duration", "soon"], "invalid time 'soon'"),
+    (["--reconnect", "-1"], "invalid --reconnect -1"),
+])
+def test_bad_live_options_are_one_line(tiny_model, args, message, tmp_path):
+    proc = run_cli(str(SAMPLE_CLIP), "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_model), *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_segment_time_needs_an_output(tiny_model):
+    proc = run_cli(str(SAMPLE_CLIP), "--model", str(tiny_model), "--segment-time", "5", "--no-display")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "streamseg: error: --segment-time needs -o OUTPUT.mp4"

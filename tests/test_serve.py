@@ -1,0 +1,201 @@
+"""--serve: the page, the MJPEG stream, /stats, the token, many viewers, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, scene_frames
+from streamseg.errors import InputError
+from streamseg.frames import Frame
+from streamseg.serve import PreviewServer, parse_address
+
+
+def _get(url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, str, bytes]:
+    try:
+        with urlopen(Request(url, headers=headers or {}), timeout=timeout) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
+def _mjpeg_parts(url: str, n: int, timeout: float = 10) -> list[np.ndarray]:
+    """The first ``n`` pictures of an MJPEG stream, decoded."""
+    pictures = []
+    with urlopen(url, timeout=timeout) as r:
+        assert r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+        while len(pictures) < n:
+            assert r.readline() == b"--frame\r\n"
+            headers = {}
+            while (line := r.readline()) != b"\r\n":
+                key, _, value = line.decode().partition(":")
+                headers[key.strip().lower()] = value.strip()
+            body = r.read(int(headers["content-length"]))
+            r.readline()
+            pictures.append(cv2.cvtColor(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR),
+                                         cv2.COLOR_BGR2RGB))
+    return pictures
+
+
+def test_addresses_default_to_localhost():
+    assert parse_address("8080") == ("127.0.0.1", 8080)
+    assert parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    assert parse_address("[::1]:80") == ("::1", 80)
+    with pytest.raises(InputError, match="expected \\[HOST:\\]PORT"):
+        parse_address("localhost:http")
+
+
+def test_page_frames_stream_and_stats():
+    frames = scene_frames(6, 160, 96)
+    with PreviewServer("0", stats=lambda: {"sources": [{"source": "test", "frames_written": 3}]}) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        status, ctype, page = _get(server.url)
+        assert status == 200 and ctype.startswith("text/html") and b'src="stream.mjpg"' in page
+        server.write(Frame(index=0, image=frames[0]))
+        status, ctype, body = _get(server.url + "frame.jpg")
+        assert status == 200 and ctype == "image/jpeg"
+        picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        assert picture.shape == frames[0].shape
+        error = np.abs(picture.astype(int) - frames[0]).mean()
+        assert error < 10 < np.abs(picture.astype(int) - frames[0][::-1]).mean()  # this frame, through JPEG
+
+        import threading
+
+        def feed() -> None:
+            for i in range(1, 6):
+                time.sleep(0.2)
+                server.write(Frame(index=i, image=frames[i]))
+
+        threading.Thread(target=feed, daemon=True).start()
+        pictures = _mjpeg_parts(server.url + "stream.mjpg", 3)
+        assert len(pictures) == 3
+        assert np.abs(pictures[0].astype(int) - pictures[2]).mean() > 1  # the picture moves
+
+        status, ctype, body = _get(server.url + "stats")
+        stats = json.loads(body)
+        assert status == 200 and ctype == "application/json"
+        assert stats["sources"] == [{"source": "test", "frames_written": 3}] and "viewers" in stats
+        assert _get(server.url + "nope")[0] == 404
+
+
+def test_other_hosts_need_a_token_and_every_request_carries_it():
+    with pytest.raises(InputError, match="--serve-token"):
+        PreviewServer("0.0.0.0:0")
+    with PreviewServer("0.0.0.0:0", token="s3cret") as server:
+        port = server.url.rsplit(":", 1)[1].strip("/")
+        base = f"http://127.0.0.1:{port}/"
+        assert _get(base)[0] == 403
+        assert _get(base + "stats?token=wrong")[0] == 403
+        status, _, page = _get(base + "?token=s3cret")
+        assert status == 200 and b"stream.mjpg?token=s3cret" in page  # the page's own requests carry it
+        assert _get(base + "stats", headers={"Authorization": "Bearer s3cret"})[0] == 200
+
+
+def test_viewers_that_do_not_read_never_hold_up_the_writer():
+    frame = Frame(index=0, image=scene_frames(1, 640, 360)[0])
+    with PreviewServer("0") as server:
+        port = int(server.url.rsplit(":", 1)[1].strip("/"))
+        stalled = []
+        for _ in range(8):  # viewers that connect and never read a byte
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            stalled.append(s)
+        deadline = time.monotonic() + 5
+        while server.viewers < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.viewers == 8
+        t0 = time.monotonic()
+        for i in range(200):
+            server.write(Frame(index=i, image=frame.image))
+        assert server.frames_encoded == 200  # each frame encoded once, whatever the number of viewers
+        assert time.monotonic() - t0 < 30  # a blocked viewer would block here forever, not slow it by a little
+        pictures = _mjpeg_parts(server.url + "stream.mjpg", 1)  # a new viewer still gets frames
+        server.write(frame)
+        assert pictures[0].shape == (360, 640, 3)
+        for s in stalled:
+            s.close()
+
+
+def test_cli_serves_the_run_and_stops_on_sigint(tiny_model, tmp_path):
+    from conftest import write_clip
+    from fractions import Fraction
+
+    clip = write_clip(tmp_path / "long.mp4", scene_frames(20, 160, 96) * 40, list(range(800)), Fraction(1, 25))
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "streamseg", str(clip), "-o", str(out), "--model", str(tiny_model),
+                             "--serve", "0", "-q", "--batch-size", "1"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
+    try:
+        line = proc.stderr.readline()
+        while line and "live view:" not in line:
+            line = proc.stderr.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        pictures = _mjpeg_parts(url + "stream.mjpg", 2)
+        assert pictures[0].shape == (96, 160, 3)
+        stats = json.loads(_get(url + "stats")[2])
+        (source,) = stats["sources"]
+        assert source["source"] == str(clip) and source["frames_written"] > 0
+        assert set(source) >= {"fps", "latency_ms", "frames_dropped", "reconnects"}
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    with pytest.raises(OSError):
+        urlopen(url, timeout=2)  # the server is gone with the run
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (apt-get install chromium)")
+def test_the_page_shows_the_moving_picture_in_a_real_headless_chromium(tiny_model, tmp_path):
+    from fractions import Fraction
+
+    from conftest import write_clip
+
+    clip = write_clip(tmp_path / "long.mp4", scene_frames(50, 320, 180) * 12, list(range(600)), Fraction(1, 25))
+    proc = subprocess.Popen([sys.executable, "-m", "streamseg", str(clip), "--model", str(tiny_model), "--serve", "0",
+                             "--no-display", "-q", "--batch-size", "1"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
+    shots = []
+    try:
+        line = proc.stderr.readline()
+        while line and "live view:" not in line:
+            line = proc.stderr.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        for k in range(2):
+            shot = tmp_path / f"shot{k}.png"
+            subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            f"--screenshot={shot}", "--window-size=400,300", "--virtual-time-budget=2000", url],
+                           capture_output=True, timeout=60, check=True)
+            shots.append(cv2.imread(str(shot)))
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    a, b = shots
+    assert a.shape == (300, 400, 3)
+    view = a[:180]  # the picture is at the top of the page, centred
+    assert view.std() > 20 and (view.max(axis=2) > 60).mean() > 0.5  # a picture, not a blank page
+    assert np.abs(a[:180].astype(int) - b[:180]).mean() > 0.5  # and it moved between the two screenshots
