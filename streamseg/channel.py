@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from .config import DropPolicy
@@ -45,7 +46,8 @@ END = _End()
 
 
 class Channel(Generic[T]):
-    def __init__(self, maxsize: int, policy: DropPolicy = DropPolicy.WAIT, name: str = "channel") -> None:
+    def __init__(self, maxsize: int, policy: DropPolicy = DropPolicy.WAIT, name: str = "channel",
+                 on_put: Callable[[], None] | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize = maxsize
@@ -56,6 +58,7 @@ class Channel(Generic[T]):
         self._cond = threading.Condition()
         self._closed = False
         self._cancelled = False
+        self._on_put = on_put  # called after each put and at close: lets one consumer wait on several channels
 
     def put(self, item: T, timeout: float | None = None) -> None:
         """Queue ``item``; with WAIT, block while full (at most ``timeout`` s, then :class:`TimeoutError`).
@@ -80,6 +83,8 @@ class Channel(Generic[T]):
                 raise Stopped(f"{self.name}: consumer stopped")
             self._items.append(item)
             self._cond.notify_all()
+        if self._on_put is not None:
+            self._on_put()
 
     def get(self, timeout: float | None = None) -> T | _End:
         """The next item, or :data:`END` once closed and drained.
@@ -104,6 +109,8 @@ class Channel(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self._on_put is not None:
+            self._on_put()
 
     def cancel(self) -> None:
         """The consumer is gone: drop what is queued and make every ``put`` raise :class:`Stopped`."""

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_MODEL, parse_seconds, DropPolicy, DType, Engine, ModelConfig, RenderConfig, RunConfig, Style, Task
-from .errors import InputError, OutputError, StreamsegError
+from .config import (DEFAULT_MODEL, DropPolicy, DType, Engine, ModelConfig, RenderConfig, RunConfig, Style, Task,
+                     parse_seconds)
+from .errors import InputError, OutputError, SourceError, StreamsegError
 
 log = logging.getLogger("streamseg")
 
@@ -43,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamseg",
         description="Segment a video, image, folder, stream or camera with a Hugging Face model, live.",
         epilog="exit codes: 0 done (also when stopped by Ctrl-C/SIGTERM), 1 failure while running, 2 bad input")
-    p.add_argument("input", nargs="?", help="video file, image, folder of images, or stream URL "
-                                            "(rtsp://, rtmp://, http(s)://, tcp://, udp://, srt://)")
+    p.add_argument("input", nargs="*", help="video file, image, folder of images, or stream URL "
+                                            "(rtsp://, rtmp://, http(s)://, tcp://, udp://, srt://); several inputs "
+                                            "are segmented together (one batched forward), each into its own output")
     p.add_argument("-o", "--output", type=Path, help="annotated output: .mp4/.mov/.mkv video, .png/.jpg image, "
-                                                     "or a folder (one PNG per frame)")
+                                                     "or a folder (one PNG per frame); with several inputs, a folder "
+                                                     "(DIR/NAME.mp4 each) or a pattern with {name} and/or {index}")
     p.add_argument("--camera", type=int, metavar="N", help="read local camera N instead of INPUT")
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id or local folder (default: %(default)s)")
     p.add_argument("--task", default="auto", choices=[t.value for t in Task],
@@ -142,10 +147,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise InputError("give an INPUT (file, folder, URL) or --camera N")
     if args.camera is not None and args.input:
         raise InputError("give either INPUT or --camera N, not both")
+    inputs = tuple(args.input) if args.input else (f"camera:{args.camera}",)
     live_window = args.camera is not None
     display = args.display or (not args.no_display and ((args.output is None and args.serve is None) or live_window))
     return RunConfig(
-        source=args.input or f"camera:{args.camera}",
+        source=inputs[0],
+        more_sources=inputs[1:],
         output=args.output,
         display=display,
         model=ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype),
@@ -290,7 +297,7 @@ def run(config: RunConfig, *, install_signal_handlers: bool = False) -> int:
 
         for s in getattr(sink, "sinks", [sink]):
             if isinstance(s, PreviewServer):  # the live view's /stats
-                s.stats = lambda: {"sources": [pipeline.snapshot()]}
+                s.stats = pipeline.snapshot
         try:
             with _signals_stop(pipeline) if install_signal_handlers else contextlib.nullcontext():
                 stats = pipeline.run()
@@ -314,6 +321,131 @@ def run(config: RunConfig, *, install_signal_handlers: bool = False) -> int:
     return EXIT_OK
 
 
+def source_name(spec: str) -> str:
+    """A file-name-safe name for a source: the file's stem, ``camera-0``, or the URL's host, port and path."""
+    from urllib.parse import urlparse
+
+    from .sources import is_url
+
+    if spec.startswith("camera:"):
+        return "camera-" + spec.split(":", 1)[1]
+    if is_url(spec):
+        u = urlparse(spec)
+        text = f"{u.hostname or 'stream'}{'-' + str(u.port) if u.port else ''}{u.path}"
+    else:
+        text = Path(spec).stem or Path(spec).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "source"
+
+
+def output_paths(output: Path | None, specs: Sequence[str]) -> list[Path | None]:
+    """Where each of several sources goes: ``DIR/NAME.mp4``, or a pattern's ``{name}``/``{index}`` filled in.
+
+    Names that repeat get ``-1``, ``-2``... so that two inputs never write the same file.
+    """
+    if output is None:
+        return [None] * len(specs)
+    names: list[str] = []
+    for spec in specs:
+        name = source_name(spec)
+        base, k = name, 1
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    text = str(output)
+    if "{" in text:
+        try:
+            paths = [Path(text.format(name=n, index=i)) for i, n in enumerate(names)]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise OutputError(f"invalid output pattern {text!r}: use {{name}} and/or {{index}}") from exc
+        if len(set(paths)) < len(paths):
+            raise OutputError(f"output pattern {text!r} gives several inputs the same file: add {{name}} or {{index}}")
+        return paths
+    from .sinks import VIDEO_SUFFIXES
+
+    if output.suffix.lower() in VIDEO_SUFFIXES:
+        raise OutputError(f"{len(specs)} inputs cannot share one file {output}: give a folder, or a pattern "
+                          "such as out/{name}.mp4")
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"output exists and is not a folder: {output}")
+    if not output.resolve().parent.is_dir():
+        raise OutputError(f"output folder does not exist: {output.resolve().parent} (for {output})")
+    output.mkdir(exist_ok=True)
+    return [output / f"{n}.mp4" for n in names]
+
+
+def run_many(config: RunConfig, *, install_signal_handlers: bool = False) -> int:
+    """Several sources, each with its own capture thread and output, batched together into one forward.
+
+    A source that cannot be opened or fails while running is reported and the others go on;
+    the exit code is then 1.
+    """
+    from .model import Segmenter
+    from .pipeline import Pipeline, Route
+    from .render import Renderer
+    from .serve import PreviewServer
+    from .sinks import NullSink, TeeSink
+    from .sources import open_source
+
+    specs = (config.source, *config.more_sources)
+    outputs = output_paths(config.output, specs)
+    if config.masks_dir is not None and config.masks_dir.resolve().parent.is_dir():
+        config.masks_dir.mkdir(exist_ok=True)  # one folder of masks per source inside it
+    segmenter = Segmenter.load(config.model)  # first: network streams opened after it build no backlog
+    failed: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        server = None
+        if config.serve is not None:
+            server = stack.enter_context(PreviewServer(config.serve, token=config.serve_token, sources=len(specs)))
+        routes, names = [], []
+        pipeline_ref: list = []
+
+        def stop() -> None:
+            if pipeline_ref:
+                pipeline_ref[0].request_stop()
+
+        for spec, out in zip(specs, outputs):
+            try:
+                source = stack.enter_context(open_source(spec, camera=_camera_index(spec), timeout=config.timeout,
+                                                         reconnect=config.reconnect,
+                                                         reconnect_max_delay=config.reconnect_max_delay))
+            except SourceError as exc:
+                failed[spec] = str(exc)
+                print(f"streamseg: error: {exc}", file=sys.stderr)
+                continue
+            name = out.stem if out is not None else source_name(spec)
+            renderer = Renderer(config.render, segmenter.id2label, segmenter.num_labels)
+            one = dataclasses.replace(config, output=out, serve=None,
+                                      json_path=_per_source(config.json_path, name),
+                                      masks_dir=None if config.masks_dir is None else config.masks_dir / name)
+            sink, exports = _open_outputs(one, source, renderer, on_quit=stop)
+            stack.callback(lambda s=sink, e=exports: [x.close() for x in (*e, s)])  # closed again: idempotent
+            if server is not None:
+                sink = TeeSink([s for s in (sink,) if not isinstance(s, NullSink)] + [server])
+            routes.append(Route(source, renderer, sink, exports))
+            names.append(name)
+        if not routes:
+            raise SourceError(f"none of the {len(specs)} inputs could be opened")
+        pipeline = Pipeline.multi(routes, segmenter, batch_size=config.batch_size, channel_size=config.channel_size,
+                                  drop_policy=config.drop_policy, duration=config.duration)
+        pipeline_ref.append(pipeline)
+        if server is not None:
+            server.stats = pipeline.snapshot
+        with _signals_stop(pipeline) if install_signal_handlers else contextlib.nullcontext():
+            stats = pipeline.run()
+    for name, route in zip(names, routes):
+        state = f" (failed: {route.error})" if route.error else "" if route.stats.completed else " (stopped early)"
+        print(f"streamseg: [{name}] {route.stats.summary()}{state}", file=sys.stderr)
+    print(f"streamseg: all {len(specs)} sources: {stats.summary()}", file=sys.stderr)
+    written = [str(o) for o, r in zip(outputs, routes) if o is not None and r.stats.frames_written]
+    if written:
+        print(f"streamseg: wrote {', '.join(written)}", file=sys.stderr)
+    return EXIT_FAILURE if failed or any(r.error for r in routes) else EXIT_OK
+
+
+def _per_source(path: Path | None, name: str) -> Path | None:
+    return None if path is None else path.with_name(f"{path.stem}-{name}{path.suffix}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # streamseg bench ...: the side-by-side benchmark
@@ -326,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.debug)
     try:
         config = config_from_args(args)
+        if config.more_sources:
+            return run_many(config, install_signal_handlers=True)
         return run(config, install_signal_handlers=True)
     except StreamsegError as exc:
         if args.debug:

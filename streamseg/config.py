@@ -131,6 +131,7 @@ class RunConfig:
     """Everything one run needs. ``inputs`` are paths, URLs or ``camera:N``."""
 
     source: str
+    more_sources: tuple[str, ...] = ()  # further inputs, batched with the first into one forward
     output: Path | None = None
     display: bool = False
     model: ModelConfig = ModelConfig()

@@ -25,6 +25,7 @@ class Frame:
     time_base: Fraction | None = None
     name: str | None = None
     captured: float = field(default_factory=time.monotonic, compare=False)  # when it was read (time.monotonic())
+    source: int = 0  # which source of a multi-source run it came from
 
     def __post_init__(self) -> None:
         img = self.image
@@ -50,7 +51,7 @@ class Frame:
     def with_image(self, image: np.ndarray) -> Frame:
         """The same frame (index, timing, name) carrying another picture."""
         return Frame(index=self.index, image=image, pts=self.pts, time_base=self.time_base, name=self.name,
-                     captured=self.captured)
+                     captured=self.captured, source=self.source)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,17 +1,21 @@
-"""Three threads and two bounded channels, supervised by the caller's thread.
+"""Capture threads, one inference thread, one render thread and bounded channels, supervised by the caller.
 
-    capture --frames--> inference --results--> render
-    (source)            (segmenter)            (renderer + sink)
+    capture[i] --frames[i]--> inference --results--> render --> sink[i]
+    (source i)               (segmenter)            (renderer[i], exports[i])
 
-* ``capture`` owns the source: it iterates it and puts frames into ``frames``.
+A run has one or more *routes* (source -> renderer, exports, sink). With one route this
+is the plain file-to-file or camera-to-window pipeline; with several, frames of all
+sources are batched into one forward and each result goes back to its own route.
+
+* ``capture[i]`` owns source i: it iterates it and puts frames into ``frames[i]``.
   The channel's policy is WAIT (lossless) for files and DROP_OLDEST for live
-  sources, unless the caller names one; drops are counted.
-* ``inference`` owns the segmenter: it takes up to ``batch_size`` frames (on a live
-  source it waits at most one frame interval for a batch to fill), runs them and
-  puts results into ``results`` (always WAIT: a result is never dropped).
-* ``render`` owns the renderer, the exports and the sink: it writes each result to
-  the exports (JSON Lines, mask PNGs), draws it, writes it to the sink, and closes
-  exports and sink when it ends, whatever the reason.
+  sources, unless the caller names one; drops are counted per source.
+* ``inference`` owns the segmenter: it takes up to ``batch_size`` frames, round-robin
+  over the sources (on live sources it waits at most one frame interval for a batch
+  to fill), runs them and puts results into ``results`` (always WAIT: never dropped).
+* ``render`` owns the renderers, the exports and the sinks: it writes each result to
+  its route's exports (JSON Lines, mask PNGs), draws it, writes it to its sink, and
+  closes every export and sink when it ends, whatever the reason.
 
 Stop and errors: :meth:`Pipeline.request_stop` (Ctrl-C, a window's ``q``) sets
 the one stop event; capture stops reading and the frames already read flow to
@@ -20,11 +24,14 @@ event and the abort flag: inference runs no further batch, render writes what
 was already inferred and closes the sink, and :meth:`Pipeline.run` re-raises the
 error in the caller. Each producer closes its channel from ``finally`` and each
 consumer cancels its channel from ``finally``, so no thread waits forever on a
-dead neighbour.
+dead neighbour. With several sources, a source that fails ends only its own route
+(its error is kept in ``route.error`` and reported); the others go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -98,58 +105,96 @@ class RunStats:
                 f"{latency}{self.fps:.1f} fps over {self.wall_seconds:.1f} s; mean ms per frame: {stages}")
 
 
+@dataclass
+class Route:
+    """One source and where its results go. ``stats`` and ``error`` are filled in while running."""
+
+    source: Source
+    renderer: Renderer | Callable[..., object]
+    sink: Sink
+    exports: Sequence[Export] = ()
+    stats: RunStats = field(default_factory=RunStats)
+    error: BaseException | None = None
+
+
 class Pipeline:
-    """Runs one source through one segmenter into one sink. Call :meth:`run` once."""
+    """Runs sources through one segmenter into their sinks. Call :meth:`run` once.
+
+    ``Pipeline(source, segmenter, renderer, sink)`` for one source; :meth:`multi` for several.
+    """
 
     def __init__(self, source: Source, segmenter: Segmenter | Callable[[list[Frame]], list[SegmentationResult]],
                  renderer: Renderer | Callable[..., object], sink: Sink, *, batch_size: int = 4,
                  channel_size: int | None = None, drop_policy: DropPolicy | None = None,
                  on_frame: Callable[[RunStats], None] | None = None,
                  on_result: Callable[[SegmentationResult], None] | None = None, exports: Sequence[Export] = (),
-                 join_timeout: float = 2.0, duration: float | None = None) -> None:
-        self.source, self.sink, self.renderer = source, sink, renderer
+                 join_timeout: float = 2.0, duration: float | None = None,
+                 routes: Sequence[Route] | None = None) -> None:
+        self.routes = list(routes) if routes else [Route(source, renderer, sink, list(exports))]
+        first = self.routes[0]
+        self.source, self.sink, self.renderer, self.exports = first.source, first.sink, first.renderer, first.exports
         self._segment = segmenter.segment if isinstance(segmenter, Segmenter) else segmenter
         self.batch_size = batch_size
-        policy = drop_policy or (DropPolicy.DROP_OLDEST if source.live else DropPolicy.WAIT)
         size = channel_size or max(2, 2 * batch_size)
-        self.frames: Channel[Frame] = Channel(size, policy, name="frames")
-        self.results: Channel[SegmentationResult] = Channel(size, DropPolicy.WAIT, name="results")
-        self.stats = RunStats(live=bool(source.live))
+        self.channels: list[Channel[Frame]] = []
+        for i, route in enumerate(self.routes):
+            route.stats.live = bool(route.source.live)
+            policy = drop_policy or (DropPolicy.DROP_OLDEST if route.source.live else DropPolicy.WAIT)
+            self.channels.append(Channel(size, policy, name=f"frames[{i}]", on_put=self._arrived_set))
+        self.frames = self.channels[0]
+        self.results: Channel[SegmentationResult] = Channel(max(size, len(self.routes)), DropPolicy.WAIT,
+                                                            name="results")
+        self.stats = first.stats if len(self.routes) == 1 else RunStats()
         self.stop_event = threading.Event()
         self._abort = threading.Event()
+        self._arrived = threading.Event()  # some frames channel got an item (or closed)
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._on_frame = on_frame
         self._on_result = on_result
-        self.exports = list(exports)
         self._join_timeout = join_timeout
         self._started: float | None = None
-        self._batch_wait = (1.0 / source.fps if source.fps else 0.04) if source.live else None
+        live_fps = [r.source.fps or 25.0 for r in self.routes if r.source.live]
+        self._batch_wait = 1.0 / max(live_fps) if live_fps else None  # live: at most one frame interval
         self.duration = duration  # seconds of input (by the frames' timestamps) to read; None: all
+
+    @classmethod
+    def multi(cls, routes: Sequence[Route], segmenter, **kwargs) -> Pipeline:
+        """Several sources, batched together into one forward; each result returns to its own route."""
+        first = routes[0]
+        return cls(first.source, segmenter, first.renderer, first.sink, routes=routes, **kwargs)
+
+    def _arrived_set(self) -> None:
+        self._arrived.set()
 
     # -- control (any thread) ----------------------------------------------------------------
     def request_stop(self) -> None:
         """Graceful: stop reading; what was read is still segmented and written."""
         self.stop_event.set()
-        interrupt = getattr(self.source, "interrupt", None)  # e.g. a stream waiting to reconnect
-        if interrupt is not None:
-            interrupt()
+        for route in self.routes:
+            interrupt = getattr(route.source, "interrupt", None)  # e.g. a stream waiting to reconnect
+            if interrupt is not None:
+                interrupt()
 
     def abort(self) -> None:
-        """Fast: stop reading and inferring; what was already inferred is written, the sink is closed."""
+        """Fast: stop reading and inferring; what was already inferred is written, the sinks are closed."""
         self.request_stop()
         self._abort.set()
 
     def snapshot(self) -> dict:
-        """Live figures for ``/stats`` (any thread): frames, drops, rate over the run, latency, reconnects."""
-        st = self.stats
+        """Live figures for ``/stats`` (any thread): one entry per source."""
+        return {"sources": [self._route_snapshot(i) for i in range(len(self.routes))]}
+
+    def _route_snapshot(self, i: int) -> dict:
+        route, st = self.routes[i], self.routes[i].stats
         elapsed = time.monotonic() - self._started if self._started else 0.0
-        return {"source": getattr(self.source, "description", "?"), "frames_read": st.frames_read,
-                "frames_written": st.frames_written, "frames_dropped": self.frames.dropped,
+        return {"source": getattr(route.source, "description", "?"), "frames_read": st.frames_read,
+                "frames_written": st.frames_written, "frames_dropped": self.channels[i].dropped,
                 "fps": st.frames_written / elapsed if elapsed > 0 else 0.0,
                 "latency_ms": st.latency_percentiles(),
-                "reconnects": getattr(self.source, "reconnects", 0),
-                "gap_seconds": getattr(self.source, "gap_seconds", 0.0)}
+                "reconnects": getattr(route.source, "reconnects", 0),
+                "gap_seconds": getattr(route.source, "gap_seconds", 0.0),
+                "error": None if route.error is None else str(route.error)}
 
     @property
     def error(self) -> BaseException | None:
@@ -162,80 +207,109 @@ class Pipeline:
         self.abort()
 
     # -- the threads ------------------------------------------------------------------------
-    def _capture(self) -> None:
-        st = self.stats.stages["decode"]
+    def _capture(self, i: int) -> None:
+        route, channel = self.routes[i], self.channels[i]
+        stats, source = route.stats, route.source
+        st = stats.stages["decode"]
         first: float | None = None  # the first frame's time, for --duration
+        tag = len(self.routes) > 1
         try:
-            it = iter(self.source)
+            it = iter(source)
             while not self.stop_event.is_set():
                 t0 = time.perf_counter()
                 try:
                     frame = next(it)
                 except StopIteration:
-                    self.stats.completed = True
+                    stats.completed = True
                     break
                 st.seconds += time.perf_counter() - t0
                 if self.duration is not None:
-                    t = frame.seconds if frame.seconds is not None else frame.index / (self.source.fps or 25.0)
+                    t = frame.seconds if frame.seconds is not None else frame.index / (source.fps or 25.0)
                     first = t if first is None else first
                     if t - first >= self.duration:
-                        self.stats.completed = True  # all that was asked for was read
+                        stats.completed = True  # all that was asked for was read
                         break
                 st.items += 1
-                self.stats.frames_read += 1
-                self.frames.put(frame)
+                stats.frames_read += 1
+                channel.put(dataclasses.replace(frame, source=i) if tag else frame)
         except Stopped:
             pass
+        except Exception as exc:
+            if len(self.routes) == 1:
+                raise
+            route.error = exc  # one dead source does not stop the others
+            log.error("%s: %s", getattr(source, "description", f"source {i}"), exc)
         finally:
-            self.frames.close()
+            channel.close()
 
     def _next_batch(self) -> list[Frame] | None:
-        """Up to ``batch_size`` frames; ``None`` at end of stream or on abort."""
-        while True:
-            if self._abort.is_set():
-                return None
-            try:
-                item = self.frames.get(timeout=_POLL)
-                break
-            except TimeoutError:
-                continue
-        if item is END:
-            return None
-        batch = [item]
-        deadline = None if self._batch_wait is None else time.monotonic() + self._batch_wait
+        """Up to ``batch_size`` frames, round-robin over the sources; ``None`` when all have ended, or on abort."""
+        batch: list[Frame] = []
+        deadline = None
         while len(batch) < self.batch_size and not self._abort.is_set():
-            wait = _POLL if deadline is None else deadline - time.monotonic()
-            if wait <= 0:
+            self._arrived.clear()
+            took = False
+            open_channels = 0
+            for i in self._order():
+                if self._ended[i]:
+                    continue
+                try:
+                    item = self.channels[i].get(timeout=0)
+                except TimeoutError:
+                    open_channels += 1
+                    continue
+                if item is END:
+                    self._ended[i] = True
+                    continue
+                open_channels += 1
+                batch.append(item)
+                took = True
+                if len(batch) >= self.batch_size:
+                    break
+            if batch and deadline is None:
+                deadline = None if self._batch_wait is None else time.monotonic() + self._batch_wait
+            if not open_channels:
                 break
-            try:
-                item = self.frames.get(timeout=min(wait, _POLL))
-            except TimeoutError:
+            if took:
                 continue
-            if item is END:  # the next get() returns END again
+            wait = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+            if batch and wait <= 0:
                 break
-            batch.append(item)
-        return batch
+            self._arrived.wait(max(wait, 0.0))
+        return batch or None
+
+    def _order(self) -> list[int]:
+        """Source indices starting after the one served first last time: every source gets its turn."""
+        n = len(self.routes)
+        self._turn = (self._turn + 1) % n
+        return [(self._turn + k) % n for k in range(n)]
 
     def _infer(self) -> None:
-        st = self.stats.stages["inference"]
+        self._ended = [False] * len(self.routes)
+        self._turn = -1
         try:
             while (batch := self._next_batch()) is not None:
                 t0 = time.perf_counter()
                 results = self._segment(batch)
-                st.seconds += time.perf_counter() - t0
-                st.items += len(batch)
+                share = (time.perf_counter() - t0) / len(batch)
+                for frame in batch:
+                    st = self.routes[frame.source].stats
+                    st.stages["inference"].seconds += share
+                    st.stages["inference"].items += 1
+                    st.frames_inferred += 1
                 self.stats.batches += 1
-                self.stats.frames_inferred += len(batch)
+                if len(self.routes) > 1:
+                    self.stats.frames_inferred += len(batch)
                 for r in results:
                     self.results.put(r)
         except Stopped:
             pass
         finally:
-            self.frames.cancel()
+            for channel in self.channels:
+                channel.cancel()
             self.results.close()
 
     def _render(self) -> None:
-        render_t, write_t = self.stats.stages["render"], self.stats.stages["write"]
         recent: deque[float] = deque(maxlen=_FPS_WINDOW)  # when the last frames were drawn, for --show-fps
         try:
             while True:
@@ -245,53 +319,69 @@ class Pipeline:
                     continue
                 if item is END:
                     break
+                route = self.routes[item.frame.source]
+                stats = route.stats
                 if self._on_result is not None:
                     self._on_result(item)
-                for export in self.exports:
+                for export in route.exports:
                     export.write(item)
                 t0 = time.perf_counter()
                 recent.append(t0)
                 fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None
-                image = self.renderer(item, fps=fps)
+                image = route.renderer(item, fps=fps)
                 t1 = time.perf_counter()
-                self.sink.write(item.frame.with_image(image))
+                route.sink.write(item.frame.with_image(image))
                 t2 = time.perf_counter()
-                render_t.seconds += t1 - t0
-                render_t.items += 1
-                write_t.seconds += t2 - t1
-                write_t.items += 1
-                self.stats.frames_written += 1
-                self.stats.latency_ms.append(1000 * (time.monotonic() - item.frame.captured))
+                stats.stages["render"].seconds += t1 - t0
+                stats.stages["render"].items += 1
+                stats.stages["write"].seconds += t2 - t1
+                stats.stages["write"].items += 1
+                stats.frames_written += 1
+                stats.latency_ms.append(1000 * (time.monotonic() - item.frame.captured))
                 if self._on_frame is not None:
-                    self._on_frame(self.stats)
-            if self.stats.completed and not self._abort.is_set():
-                self.sink.finish()
+                    self._on_frame(stats)
+            if not self._abort.is_set():
+                for route in self.routes:
+                    if route.stats.completed:
+                        route.sink.finish()
         finally:
             self.results.cancel()
-            try:
-                for export in self.exports:
-                    export.close()
-            finally:
-                self.sink.close()
+            self._close_outputs()
+
+    def _close_outputs(self) -> None:
+        """Close every export and sink, all of them even when one fails; raise the first failure."""
+        first: BaseException | None = None
+        for route in self.routes:
+            for closeable in (*route.exports, route.sink):
+                try:
+                    closeable.close()
+                except BaseException as exc:  # close the rest, then raise the first
+                    first = first or exc
+        if first is not None:
+            raise first
 
     # -- supervision (the caller's thread) ----------------------------------------------------------
     def run(self) -> RunStats:
-        """Run to the end of the source, a stop, or the first error; re-raise that error here.
+        """Run to the end of the sources, a stop, or the first error; re-raise that error here.
 
         A ``KeyboardInterrupt`` in the caller's thread requests a graceful stop; a
-        second one aborts. Either way the sink is closed before this returns.
+        second one aborts. Either way every sink is closed before this returns.
         """
         t_start = self._started = time.monotonic()
-        done = {name: threading.Event() for name in ("capture", "inference", "render")}
+        names = [f"capture{i}" if len(self.routes) > 1 else "capture" for i in range(len(self.routes))]
+        done = {name: threading.Event() for name in (*names, "inference", "render")}
+        targets = [(name, functools.partial(self._capture, i)) for i, name in enumerate(names)]
+        targets += [("inference", self._infer), ("render", self._render)]
         threads = {name: threading.Thread(target=self._guard, args=(fn, done[name]), name=f"streamseg-{name}",
                                           daemon=True)
-                   for name, fn in (("capture", self._capture), ("inference", self._infer), ("render", self._render))}
+                   for name, fn in targets}
         for t in threads.values():
             t.start()
+        any_live = any(r.source.live for r in self.routes)
         # Wait on an Event, not Thread.join(): on Python 3.11 a KeyboardInterrupt inside join()
         # can mark a running thread as finished, and the process would exit before the sink closes.
         while not done["render"].is_set():
-            if (self.duration is not None and self.source.live and not self.stop_event.is_set()
+            if (self.duration is not None and any_live and not self.stop_event.is_set()
                     and time.monotonic() - t_start > self.duration + 5.0):  # a live source stalled past --duration
                 log.warning("--duration reached while the source delivered nothing; stopping")
                 self.request_stop()
@@ -304,18 +394,33 @@ class Pipeline:
                 else:
                     log.warning("interrupted: finishing the frames in flight (interrupt again to stop now)")
                     self.request_stop()
-        # The sink is closed. Upstream threads end on their own (their channels are
+        # The sinks are closed. Upstream threads end on their own (their channels are
         # cancelled); do not wait long for one stuck in a blocking read.
         deadline = time.monotonic() + self._join_timeout
-        for name in ("render", "inference", "capture"):
+        for name in ("render", "inference", *names):
             done[name].wait(max(0.0, deadline - time.monotonic()))
-        for name, t in threads.items():
+        for name in threads:
             if not done[name].is_set():
                 log.warning("%s thread still busy after the stop; leaving it behind", name)
-        self.stats.frames_dropped = self.frames.dropped
-        self.stats.reconnects = getattr(self.source, "reconnects", 0)
-        self.stats.gap_seconds = getattr(self.source, "gap_seconds", 0.0)
-        self.stats.wall_seconds = time.monotonic() - t_start
+        wall = time.monotonic() - t_start
+        for route, channel in zip(self.routes, self.channels):
+            st = route.stats
+            st.frames_dropped = channel.dropped
+            st.reconnects = getattr(route.source, "reconnects", 0)
+            st.gap_seconds = getattr(route.source, "gap_seconds", 0.0)
+            st.wall_seconds = wall
+        if len(self.routes) > 1:  # the whole run
+            agg = self.stats
+            for route in self.routes:
+                for name in ("frames_read", "frames_written", "frames_dropped", "reconnects"):
+                    setattr(agg, name, getattr(agg, name) + getattr(route.stats, name))
+                agg.gap_seconds += route.stats.gap_seconds
+                for name, stage in route.stats.stages.items():
+                    agg.stages[name].seconds += stage.seconds
+                    agg.stages[name].items += stage.items
+            agg.completed = all(r.stats.completed or r.error is not None for r in self.routes)
+            agg.live = any(r.stats.live for r in self.routes)
+            agg.wall_seconds = wall
         if self._error is not None:
             raise self._error
         return self.stats

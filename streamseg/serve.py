@@ -33,7 +33,7 @@ _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>streamseg</title>
 <style>body{{margin:0;background:#111;color:#ddd;font:14px sans-serif}}img{{display:block;max-width:100vw;
 max-height:calc(100vh - 2em);margin:auto}}#stats{{padding:.3em 1em}}</style></head>
-<body><img id="view" src="stream.mjpg{query}" alt="streamseg live view"><div id="stats">connecting...</div>
+<body>{images}<div id="stats">connecting...</div>
 <script>
 async function poll() {{
   try {{
@@ -66,7 +66,7 @@ class PreviewServer(SinkBase):
     """An HTTP server (its own threads) showing the frames written to it. A sink: the render thread writes."""
 
     def __init__(self, address: str, *, token: str | None = None, quality: int = 80,
-                 stats: Callable[[], dict] | None = None) -> None:
+                 stats: Callable[[], dict] | None = None, sources: int = 1) -> None:
         host, port = parse_address(address)
         if host not in LOCAL_HOSTS and not token:
             raise InputError(f"--serve on {host} is reachable from other machines: give --serve-token SECRET "
@@ -75,8 +75,9 @@ class PreviewServer(SinkBase):
         self.stats = stats or (lambda: {"sources": []})
         self._quality = quality
         self._cond = threading.Condition()
-        self._jpeg: bytes | None = None
-        self._seq = 0
+        self.sources = sources  # a multi-source run: one stream per source (?source=N)
+        self._jpeg: dict[int, bytes] = {}
+        self._seqs: dict[int, int] = {}
         self._closing = False
         self.viewers = 0
         self.frames_encoded = 0
@@ -100,8 +101,8 @@ class PreviewServer(SinkBase):
         if not ok:  # pragma: no cover - OpenCV encodes any uint8 picture
             return
         with self._cond:
-            self._jpeg = buf.tobytes()
-            self._seq += 1
+            self._jpeg[frame.source] = buf.tobytes()
+            self._seqs[frame.source] = self._seqs.get(frame.source, 0) + 1
             self.frames_encoded += 1
             self._cond.notify_all()
 
@@ -117,13 +118,21 @@ class PreviewServer(SinkBase):
         self._thread.join(timeout=2)
 
     # -- viewer threads ---------------------------------------------------------------------
-    def next_jpeg(self, after: int, timeout: float = 1.0) -> tuple[int, bytes | None]:
-        """The newest JPEG after sequence number ``after`` (waits up to ``timeout``); ``(seq, None)`` if none."""
+    def next_jpeg(self, after: int, timeout: float = 1.0, source: int = 0) -> tuple[int, bytes | None]:
+        """Source ``source``'s newest JPEG after sequence number ``after`` (waits up to ``timeout``);
+        ``(after, None)`` if none came."""
         with self._cond:
-            self._cond.wait_for(lambda: self._seq > after or self._closing, timeout=timeout)
-            if self._closing or self._seq <= after:
+            self._cond.wait_for(lambda: self._seqs.get(source, 0) > after or self._closing, timeout=timeout)
+            seq = self._seqs.get(source, 0)
+            if self._closing or seq <= after:
                 return after, None
-            return self._seq, self._jpeg
+            return seq, self._jpeg[source]
+
+    def latest_jpeg(self, source: int = 0, timeout: float = 5.0) -> bytes | None:
+        """Source ``source``'s newest JPEG, waiting up to ``timeout`` for the first one."""
+        with self._cond:
+            self._cond.wait_for(lambda: source in self._jpeg or self._closing, timeout=timeout)
+            return self._jpeg.get(source)
 
     @property
     def closing(self) -> bool:
@@ -161,28 +170,38 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 self._send(403, b"forbidden: this server needs ?token=...\n", "text/plain")
                 return
             url = urlparse(self.path)
-            query = f"?token={server.token}" if server.token else ""
+            token = f"token={server.token}" if server.token else ""
+            query = f"?{token}" if token else ""
+            try:
+                source = int((parse_qs(url.query).get("source") or ["0"])[0])
+            except ValueError:
+                source = -1
+            if not 0 <= source < server.sources:
+                self._send(404, b"no such source\n", "text/plain")
+                return
             try:
                 if url.path in ("/", "/index.html"):
-                    self._send(200, _PAGE.format(query=query).encode(), "text/html; charset=utf-8")
+                    images = "".join(f'<img src="stream.mjpg?source={i}{"&" + token if token else ""}" '
+                                     f'alt="streamseg live view {i}">' for i in range(server.sources))
+                    self._send(200, _PAGE.format(query=query, images=images).encode(), "text/html; charset=utf-8")
                 elif url.path == "/stats":
                     body = dict(server.stats())
                     body["viewers"] = server.viewers
                     self._send(200, json.dumps(body).encode(), "application/json")
                 elif url.path == "/frame.jpg":
-                    _, jpeg = server.next_jpeg(-1, timeout=5.0)
+                    jpeg = server.latest_jpeg(source, timeout=5.0)
                     if jpeg is None:
                         self._send(503, b"no frame yet\n", "text/plain")
                     else:
                         self._send(200, jpeg, "image/jpeg")
                 elif url.path == "/stream.mjpg":
-                    self._stream()
+                    self._stream(source)
                 else:
                     self._send(404, b"not found\n", "text/plain")
             except (BrokenPipeError, ConnectionResetError):  # the viewer went away
                 pass
 
-        def _stream(self) -> None:
+        def _stream(self, source: int) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.send_header("Cache-Control", "no-store")
@@ -194,7 +213,7 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             try:
                 seq = 0
                 while not server.closing:
-                    seq, jpeg = server.next_jpeg(seq)
+                    seq, jpeg = server.next_jpeg(seq, source=source)
                     if jpeg is None:
                         continue
                     self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "

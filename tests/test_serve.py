@@ -62,7 +62,7 @@ def test_page_frames_stream_and_stats():
     with PreviewServer("0", stats=lambda: {"sources": [{"source": "test", "frames_written": 3}]}) as server:
         assert server.url.startswith("http://127.0.0.1:")
         status, ctype, page = _get(server.url)
-        assert status == 200 and ctype.startswith("text/html") and b'src="stream.mjpg"' in page
+        assert status == 200 and ctype.startswith("text/html") and b'src="stream.mjpg?source=0"' in page
         server.write(Frame(index=0, image=frames[0]))
         status, ctype, body = _get(server.url + "frame.jpg")
         assert status == 200 and ctype == "image/jpeg"
@@ -99,7 +99,7 @@ def test_other_hosts_need_a_token_and_every_request_carries_it():
         assert _get(base)[0] == 403
         assert _get(base + "stats?token=wrong")[0] == 403
         status, _, page = _get(base + "?token=s3cret")
-        assert status == 200 and b"stream.mjpg?token=s3cret" in page  # the page's own requests carry it
+        assert status == 200 and b"stream.mjpg?source=0&token=s3cret" in page  # the page's own requests carry it
         assert _get(base + "stats", headers={"Authorization": "Bearer s3cret"})[0] == 200
 
 
