@@ -3,7 +3,7 @@
     python -m benchmarks.live [--minutes 10] [--model DIR] [--fps 25] [--out benchmarks/results]
 
 A generator process draws each frame's send time (ms since the epoch, 48 bits) as black
-and white 16x16 blocks along the top edge of a synthetic street scene and sends it in real
+and white 12x12 blocks along the top edge of a synthetic street scene and sends it in real
 time through the ffmpeg CLI as an H.264 (zero-latency) MPEG-TS stream on
 ``tcp://127.0.0.1:PORT``. streamseg reads that URL as a user's run would (open_source: the
 reconnecting live source, drop-oldest queue, batched inference, render), and a sink reads
@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "sample_media" / "demo-segformer"
-BITS, BLOCK = 48, 16
+BITS, BLOCK = 48, 12  # 576 px: fits a 640-wide frame
 
 
 def stamp(image: np.ndarray, ms: int) -> None:

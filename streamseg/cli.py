@@ -453,6 +453,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _configure_logging(False, False)
         return bench_main(argv[1:])
+    if argv[:1] == ["batch"]:  # streamseg batch ...: many videos on Ray
+        from .batch import main as batch_main
+
+        _configure_logging(False, False)
+        return batch_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.debug)

@@ -1,0 +1,371 @@
+"""``streamseg batch INPUTS -o OUTDIR``: annotate many videos on Ray, resumably.
+
+The driver expands INPUTS (folders, globs, text files of paths/URLs), skips inputs whose
+output is already complete (checked: the file opens and holds the frame count the manifest
+recorded), and hands the rest to Ray Data as small metadata rows: ``map_batches`` with a
+callable class on an ``ActorPoolStrategy``, ``batch_size=1``. Each actor loads the model
+once and runs the normal streamseg file pipeline (decode, batched inference, render,
+encode) inside itself; frames never travel through Ray. Outputs are written under a
+temporary name and renamed when closed, so a half-written file is never taken for a
+finished one. Every result is appended to ``OUTDIR/manifest.jsonl`` as it comes in.
+
+Ray is an optional extra: ``pip install 'streamseg[ray]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import DType, ModelConfig, RenderConfig, Style, Task
+from .errors import InputError, StreamsegError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+INSTALL_HINT = "pip install 'streamseg[ray]'"
+_VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".flv"})
+_LIST_SUFFIXES = frozenset({".txt", ".list", ".lst"})
+
+
+# -- inputs and names ------------------------------------------------------------------------
+def expand_inputs(items: Sequence[str]) -> list[str]:
+    """Paths and URLs from folders (their video files, sorted), globs, text files (one per line; ``#`` comments)
+    and plain paths or URLs; duplicates removed, order kept."""
+    from .sources import is_url
+
+    found: list[str] = []
+    for item in items:
+        p = Path(item)
+        if is_url(item):
+            found.append(item)
+        elif p.is_dir():
+            found += [str(q) for q in sorted(p.iterdir()) if q.is_file() and q.suffix.lower() in _VIDEO_SUFFIXES]
+        elif p.is_file() and p.suffix.lower() in _LIST_SUFFIXES:
+            for line in p.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    found.append(line if is_url(line) or Path(line).is_absolute() else str(p.parent / line))
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise InputError(f"no file matches {item}")
+            found += [m for m in matches if Path(m).is_file()]
+        else:
+            found.append(item)  # a missing file is recorded as failed, not fatal for the batch
+    return list(dict.fromkeys(found))
+
+
+def output_name(spec: str) -> str:
+    """``NAME-HASH``: the input's readable stem and 8 hex digits of its full path, so two inputs never collide."""
+    from urllib.parse import urlparse
+
+    from .sources import is_url
+
+    full = spec if is_url(spec) else str(Path(spec).resolve())
+    stem = Path(urlparse(spec).path).stem if is_url(spec) else Path(spec).stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:60] or "video"
+    return f"{stem}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
+
+
+def count_frames(path: Path) -> int | None:
+    """Video frames in a finished output (packets, no decoding), or ``None`` when it does not open."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0]
+            return sum(1 for packet in c.demux(stream) if packet.size)
+    except (av.FFmpegError, IndexError, OSError):
+        return None
+
+
+def read_manifest(path: Path) -> dict[str, dict]:
+    """The last row per input of an existing manifest (a torn last line is ignored)."""
+    rows: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[row.get("input", "")] = row
+    return rows
+
+
+def is_complete(row: dict | None, outdir: Path) -> bool:
+    """A finished input: recorded as done, and its output opens with the recorded frame count."""
+    if not row or row.get("status") != "done" or not row.get("output"):
+        return False
+    frames = count_frames(outdir / row["output"])
+    return frames is not None and frames == row.get("frames")
+
+
+# -- the work inside one actor -----------------------------------------------------------------
+class Annotator:
+    """A Ray Data callable class: loads the model once per actor; each call annotates one input file."""
+
+    def __init__(self, model: dict, render: dict, batch_size: int, outdir: str, json_export: bool,
+                 masks_export: bool, threads: int | None = None) -> None:
+        import torch
+
+        import streamseg  # noqa: F401  (OpenCV before PyAV)
+
+        from .model import Segmenter
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_config = ModelConfig(**model)
+        self.segmenter = Segmenter.load(self.model_config)
+        self.render = RenderConfig(**render)
+        self.batch_size = batch_size
+        self.outdir = Path(outdir)
+        self.json_export, self.masks_export = json_export, masks_export
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [self.annotate(str(spec), str(name)) for spec, name in zip(batch["input"], batch["name"])]
+        return {key: [row[key] for row in rows] for key in rows[0]}
+
+    def annotate(self, spec: str, name: str) -> dict:
+        """Run the file pipeline on one input; never raises: a failure is a row with a one-line reason."""
+        t0 = time.monotonic()
+        final = self.outdir / f"{name}.mp4"
+        tmp = self.outdir / f".{name}.partial.mp4"
+        extras = []
+        row = {"input": spec, "status": "failed", "reason": "", "frames": 0, "duration": 0.0, "fps": 0.0,
+               "worker": self.worker, "output": "", "seconds": 0.0}
+        try:
+            frames, duration = self._run(spec, tmp, name, extras)
+            for part, done in extras:
+                os.replace(part, done)
+            os.replace(tmp, final)  # only a closed, complete file gets the real name
+            row.update(status="done", frames=frames, duration=duration, output=final.name)
+        except BaseException as exc:  # noqa: BLE001 - one bad input never stops the batch
+            row["reason"] = _one_line(exc)
+            for path in (tmp, *(p for p, _ in extras)):
+                _remove(path)
+        row["seconds"] = time.monotonic() - t0
+        row["fps"] = row["frames"] / row["seconds"] if row["seconds"] else 0.0
+        return row
+
+    def _run(self, spec: str, tmp: Path, name: str, extras: list) -> tuple[int, float]:
+        from .exports import JsonLinesExport, MaskPngExport
+        from .pipeline import Pipeline
+        from .render import Renderer
+        from .sinks import VideoFileSink
+        from .sources import ImageSource, open_source
+
+        self.segmenter.reset()
+        with open_source(spec, reconnect=0) as source:
+            if isinstance(source, ImageSource) or source.live:
+                raise InputError(f"{spec} is not a video file")
+            renderer = Renderer(self.render, self.segmenter.id2label, self.segmenter.num_labels)
+            exports = []
+            if self.json_export:
+                part = self.outdir / f".{name}.partial.jsonl"
+                extras.append((part, self.outdir / f"{name}.jsonl"))
+                exports.append(JsonLinesExport(part))
+            if self.masks_export:
+                part = self.outdir / f".{name}.partial.masks"
+                extras.append((part, self.outdir / f"{name}.masks"))
+                exports.append(MaskPngExport(part, renderer.colours))
+            sink = VideoFileSink(tmp, audio_from=source.audio_path, fps=source.fps)
+            stats = Pipeline(source, self.segmenter, renderer, sink, batch_size=self.batch_size,
+                             exports=exports).run()
+        if not stats.completed or stats.frames_written == 0:
+            raise StreamsegError(f"{spec}: no frames written")
+        duration = stats.frames_written / source.fps if source.fps else 0.0
+        return stats.frames_written, duration
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, StreamsegError):
+        return text[:300]
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# -- the driver -------------------------------------------------------------------------------
+def run_batch(inputs: Sequence[str], outdir: Path, *, model: ModelConfig, render: RenderConfig, batch_size: int = 4,
+              ray_address: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
+              cpus_per_worker: float = 1.0, json_export: bool = False, masks_export: bool = False,
+              progress: bool = True) -> dict:
+    """Annotate ``inputs`` into ``outdir`` on Ray; returns counts. Raises InputError for unusable arguments."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError(f"streamseg batch runs on Ray, which is not installed: {INSTALL_HINT}") from None
+    if workers < 1:
+        raise InputError(f"--workers must be 1 or more, got {workers}")
+    specs = expand_inputs(inputs)
+    if not specs:
+        raise InputError("no inputs: give video files, folders, globs or a text file of paths/URLs")
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"output exists and is not a folder: {outdir}")
+    if not outdir.resolve().parent.is_dir():
+        raise InputError(f"output folder does not exist: {outdir.resolve().parent} (for {outdir})")
+    outdir.mkdir(exist_ok=True)
+    if not os.access(outdir, os.W_OK):
+        raise InputError(f"output folder is not writable: {outdir}")
+    manifest_path = outdir / MANIFEST
+    previous = read_manifest(manifest_path)
+
+    names = {spec: output_name(spec) for spec in specs}
+    todo, skipped = [], []
+    for spec in specs:
+        (skipped if is_complete(previous.get(spec), outdir) else todo).append(spec)
+    counts = {"done": 0, "failed": 0, "skipped": len(skipped), "frames": 0, "inputs": len(specs)}
+    with open(manifest_path, "a") as manifest:
+        def record(row: dict) -> None:
+            row = {**row, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            manifest.write(json.dumps(row) + "\n")
+            manifest.flush()
+            os.fsync(manifest.fileno())
+
+        for spec in skipped:
+            old = previous[spec]
+            record({"input": spec, "status": "skipped", "reason": "already complete", "frames": old["frames"],
+                    "duration": old.get("duration", 0.0), "fps": 0.0, "worker": "", "output": old["output"],
+                    "seconds": 0.0})
+        if not todo:
+            return counts
+
+        started = time.monotonic()
+        _init_ray(ray, ray_address, gpus_per_worker, workers, cpus_per_worker)
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.execution_options.preserve_order = False  # a result is recorded as soon as it is done
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        ds = ray.data.from_items([{"input": spec, "name": names[spec]} for spec in todo],
+                                 override_num_blocks=len(todo))
+        model_kwargs = {"name": model.name, "device": model.device if gpus_per_worker else "cpu",
+                        "dtype": model.dtype.value, "trust_remote_code": model.trust_remote_code,
+                        "task": model.task.value, "threshold": model.threshold,
+                        "mask_threshold": model.mask_threshold, "overlap_threshold": model.overlap_threshold,
+                        "smooth": model.smooth}
+        render_kwargs = {"alpha": render.alpha, "legend": render.legend, "show_fps": False,
+                         "style": render.style.value, "labels": render.labels, "classes": render.classes,
+                         "exclude": render.exclude, "keep": render.keep, "background": render.background}
+        results = ds.map_batches(
+            Annotator, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
+            num_gpus=gpus_per_worker or None, num_cpus=cpus_per_worker,
+            fn_constructor_kwargs={"model": model_kwargs, "render": render_kwargs, "batch_size": batch_size,
+                                   "outdir": str(outdir.resolve()), "json_export": json_export,
+                                   "masks_export": masks_export, "threads": max(1, int(cpus_per_worker))})
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), unit="video", desc="streamseg batch", file=sys.stderr, dynamic_ncols=True)
+        try:
+            for row in results.iter_rows():
+                row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+                record(row)
+                counts[row["status"]] += 1
+                counts["frames"] += int(row["frames"])
+                if row["status"] == "failed":
+                    log.warning("failed: %s: %s", row["input"], row["reason"])
+                if bar is not None:
+                    elapsed = time.monotonic() - started
+                    bar.set_postfix_str(f"done {counts['done']}, failed {counts['failed']}, "
+                                        f"{counts['frames'] / elapsed:.1f} frames/s")
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+    return counts
+
+
+def _init_ray(ray, address: str | None, gpus_per_worker: float, workers: int, cpus_per_worker: float) -> None:
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notices are not the user's business
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if not ray.is_initialized():
+        kwargs = {"address": address} if address else {"num_cpus": max(os.cpu_count() or 1, int(workers * cpus_per_worker))}
+        try:
+            ray.init(log_to_driver=False, logging_level=logging.WARNING, include_dashboard=False,
+                     configure_logging=False, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"cannot start or join Ray{' at ' + address if address else ''}: "
+                             f"{str(exc).splitlines()[0][:200]}") from exc
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    if gpus_per_worker and gpus < gpus_per_worker:
+        raise InputError(f"--gpus-per-worker {gpus_per_worker:g} asks for GPUs, but the Ray cluster has "
+                         f"{gpus:g}: use --gpus-per-worker 0 (CPU) or a cluster with GPUs")
+    if resources.get("CPU", 0) < cpus_per_worker:
+        raise InputError(f"the Ray cluster has {resources.get('CPU', 0):g} CPUs; a worker needs {cpus_per_worker:g}")
+
+
+# -- the command line -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .config import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="streamseg batch",
+                                description="Annotate many videos on Ray (local or a cluster), resumably.")
+    p.add_argument("inputs", nargs="+", metavar="INPUTS",
+                   help="video files, folders (their videos), globs ('clips/**/*.mp4') or text files of paths/URLs")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help="folder for NAME-HASH.mp4 per input and manifest.jsonl")
+    p.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster (ray://host:10001 or auto); "
+                                                    "default: start a local Ray")
+    p.add_argument("--workers", type=int, default=1, help="actors, each with its own model (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (default 0: CPU)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id or local folder")
+    p.add_argument("--task", default="auto", choices=[t.value for t in Task])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (workers with --gpus-per-worker 0 use the CPU)")
+    p.add_argument("--dtype", default="auto", choices=[d.value for d in DType])
+    p.add_argument("--batch-size", type=int, default=4, help="frames per forward inside a worker")
+    p.add_argument("--style", default="fill", choices=[s.value for s in Style])
+    p.add_argument("--alpha", type=float, default=0.4)
+    p.add_argument("--legend", action="store_true")
+    p.add_argument("--json", action="store_true", help="also write NAME-HASH.jsonl (segments per frame)")
+    p.add_argument("--masks", action="store_true", help="also write NAME-HASH.masks/ (a label PNG per frame)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Iterable[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    try:
+        model = ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype), task=Task(args.task))
+        render = RenderConfig(alpha=args.alpha, legend=args.legend, style=Style(args.style))
+        counts = run_batch(args.inputs, args.output, model=model, render=render, batch_size=args.batch_size,
+                           ray_address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                           cpus_per_worker=args.cpus_per_worker, json_export=args.json, masks_export=args.masks,
+                           progress=not args.quiet)
+    except StreamsegError as exc:
+        print(f"streamseg: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("streamseg: interrupted; rerun the same command to finish the rest", file=sys.stderr)
+        return 130
+    print(f"streamseg: {counts['inputs']} inputs: {counts['done']} done, {counts['failed']} failed, "
+          f"{counts['skipped']} skipped (already complete), {counts['frames']} frames; "
+          f"manifest: {args.output / MANIFEST}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
