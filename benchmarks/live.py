@@ -16,7 +16,6 @@ RSS, so that growth in latency or memory over the run shows.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -27,6 +26,8 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from benchmarks import save_results
 
 import numpy as np
 
@@ -187,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in minutes:
         print(f"  minute {m['minute']:>2}: p50 {m['latency_p50_ms']:6.0f} ms  p95 {m['latency_p95_ms']:6.0f} ms  "
               f"frames {m['frames']:5d}  RSS {m['rss_mib'] or 0:.0f} MiB")
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{results['date'][:10]}-live-latency-{args.minutes:g}min.json"
-    (args.out / name).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written to {args.out / name}")
+    save_results(results, args.out, f"{results['date'][:10]}-live-latency-{args.minutes:g}min.json")
     return 0
 
 

@@ -12,7 +12,6 @@ so making a 10-minute clip takes about a minute.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -23,6 +22,8 @@ import time
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
+
+from benchmarks import save_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "sample_media" / "demo-segformer"
@@ -148,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     print(f"peak RSS spread between the jobs: {100 * results['peak_rss_spread']:.1f}% (target: within 5%)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{results['date'][:10]}-memory-{'gpu' if results['machine']['gpu'] else 'cpu'}-1280x720.json"
-    (args.out / name).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written to {args.out / name}")
+    save_results(results, args.out, f"{results['date'][:10]}-memory-{'gpu' if results['machine']['gpu'] else 'cpu'}-1280x720.json")
     return 0
 
 

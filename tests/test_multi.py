@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import numpy as np
 import pytest
 
 from conftest import SAMPLE_CLIP, decode, run_cli, scene_frames, write_clip
