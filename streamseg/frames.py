@@ -98,13 +98,35 @@ class SegmentationResult:
         else:
             ids = self.segment_map
             infos = list(self.segment_info)
+        area, boxes, offset = _areas_and_boxes(ids)
         out = []
         for seg_id, label_id, score in infos:
-            ys, xs = np.nonzero(ids == seg_id)
-            if len(ys):
-                bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
-            else:
-                bbox = (0, 0, 0, 0)
+            k = int(seg_id) + offset
+            found = 0 <= k < len(area) and area[k] > 0
             out.append(Segment(id=int(seg_id), label_id=int(label_id), label=self.id2label.get(int(label_id), str(label_id)),
-                               score=None if score is None else float(score), area=int(len(ys)), bbox=bbox))
+                               score=None if score is None else float(score), area=int(area[k]) if found else 0,
+                               bbox=boxes(k) if found else (0, 0, 0, 0)))
         return out
+
+
+def _areas_and_boxes(ids: np.ndarray):
+    """Every id's pixel count and a function giving its box ``(x, y, w, h)``, in one pass over the map.
+
+    Ids are shifted by ``offset`` (1 when the map holds -1, "no segment") to index the arrays.
+    """
+    h, w = ids.shape
+    offset = 1 if ids.size and ids.min() < 0 else 0
+    keys = ids.ravel().astype(np.intp) + offset
+    n = int(keys.max()) + 1 if keys.size else 0
+    area = np.bincount(keys, minlength=n)
+    rows = np.zeros((n, h), bool)
+    cols = np.zeros((n, w), bool)
+    rows[keys.reshape(h, w), np.arange(h)[:, None]] = True  # which rows / columns each id touches
+    cols[keys.reshape(h, w), np.arange(w)[None, :]] = True
+
+    def box(k: int) -> tuple[int, int, int, int]:
+        y0, y1 = int(rows[k].argmax()), h - 1 - int(rows[k][::-1].argmax())
+        x0, x1 = int(cols[k].argmax()), w - 1 - int(cols[k][::-1].argmax())
+        return (x0, y0, x1 - x0 + 1, y1 - y0 + 1)
+
+    return area, box, offset
