@@ -231,12 +231,23 @@ def _signals_stop(pipeline):
             log.warning("%s: finishing the frames in flight (send it again to stop now)", name)
             pipeline.request_stop()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signalled: list[int] = []
+
+    def on_signal_recorded(signum: int, frame: object) -> None:
+        signalled.append(signum)
+        on_signal(signum, frame)
+
+    previous = {sig: signal.signal(sig, on_signal_recorded) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if signalled:  # stopping because of a signal: one more while closing down changes nothing.
+                # SIG_IGN, not a Python handler: the interpreter resets Python handlers to the default
+                # (die) while it shuts down, which would turn a late second Ctrl-C into exit code -2.
+                signal.signal(sig, signal.SIG_IGN)
+            else:
+                signal.signal(sig, handler)
 
 
 def run(config: RunConfig, *, install_signal_handlers: bool = False) -> int:

@@ -81,6 +81,10 @@ class VideoSource(Closing):
         options = {"rtsp_transport": "tcp"} if spec.startswith("rtsp") else {}
         try:
             self._container = av.open(spec, mode="r", options=options, timeout=(timeout, timeout) if url else None)
+        except av.error.ProtocolNotFoundError as exc:
+            scheme = urlparse(spec).scheme
+            raise SourceError(f"cannot open stream: {spec} (the FFmpeg inside PyAV has no {scheme!r} protocol; "
+                              f"install PyAV built on an FFmpeg with it: pip install av --no-binary av)") from exc
         except av.FFmpegError as exc:
             what = "cannot open stream" if url else "not a readable video"
             raise SourceError(f"{what}: {spec} ({short_message(exc)})") from exc

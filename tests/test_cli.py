@@ -118,12 +118,14 @@ def _bad_inputs(tmp_path, tiny_model):
         "bad alpha": ([clip, "--alpha", "1.5", *m], 2, "invalid alpha 1.5"),
         "unreachable stream": (["tcp://127.0.0.1:9/live", "--timeout", "2", "--no-display", *m], 2,
                                "cannot open stream: tcp://127.0.0.1:9/live"),
+        "protocol not built in": (["srt://127.0.0.1:9", "--timeout", "2", "--no-display", *m], 2,
+                                  "cannot open stream: srt://127.0.0.1:9 .*(no 'srt' protocol|Connection refused)"),
     }
 
 
 BAD = ["missing file", "random bytes", "unknown model", "missing model folder", "absent camera",
        "missing output folder", "output under a file", "unwritable output", "video into one image",
-       "unknown output type", "no input", "bad batch size", "bad alpha", "unreachable stream"]
+       "unknown output type", "no input", "bad batch size", "bad alpha", "unreachable stream", "protocol not built in"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -268,3 +270,25 @@ def test_file_jobs_show_a_progress_bar_with_rate_and_eta(tiny_model, tmp_path, c
     summary = err.strip().splitlines()[-2]
     assert summary.startswith("streamseg: frames read 100, written 100, dropped 0; ")
     assert "mean ms per frame: decode " in summary and ", inference " in summary and ", write " in summary
+
+
+def test_a_second_sigint_stops_without_the_frames_in_flight_and_still_closes_the_file(long_clip, demo_model, tmp_path):
+    out = tmp_path / "rec.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "streamseg", str(long_clip), "-o", str(out), "--model",
+                             str(demo_model), "--batch-size", "8", "-q"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # the first stop is under way: 16 decoded frames queued behind the model
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "second SIGINT: stopping now" in err and "Traceback" not in err
+    read = int(err.split("frames read ")[1].split(",")[0])
+    written = int(err.split("written ")[1].split(",")[0])
+    assert 0 < written < read  # frames in flight were left out...
+    frames, times = decode(out)
+    assert len(frames) == written  # ...and the file holds every frame written, properly closed
+    assert times == pytest.approx([i / 25 for i in range(written)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -266,3 +267,32 @@ def test_segment_time_needs_an_output(tiny_model):
     proc = run_cli(str(SAMPLE_CLIP), "--model", str(tiny_model), "--segment-time", "5", "--no-display")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "streamseg: error: --segment-time needs -o OUTPUT.mp4"
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)])
+def test_a_signalled_live_recording_closes_every_file_and_export(signals, tiny_model, tmp_path):
+    """A second signal may land while the first stop is under way or after it: exit 0 and closed files either way."""
+    port = _free_port()
+    server = _serve(port)
+    out, jsonl = tmp_path / "rec.mp4", tmp_path / "rec.jsonl"
+    time.sleep(0.5)
+    proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(out), "--json", str(jsonl), "--model", str(tiny_model),
+                      "--no-display", "-q", "--batch-size", "1")
+    try:
+        _wait_for(out, 5_000)
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        _stop(server)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "stopped early" in err
+    written = int(err.split("written ")[1].split(",")[0])
+    frames, times = decode(out)  # strict: the file was closed properly, no damaged tail
+    assert len(frames) == written > 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == written and [r["frame"] for r in records] == sorted(r["frame"] for r in records)
