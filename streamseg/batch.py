@@ -305,7 +305,9 @@ def _init_ray(ray, address: str | None, gpus_per_worker: float, workers: int, cp
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if not ray.is_initialized():
-        kwargs = {"address": address} if address else {"num_cpus": max(os.cpu_count() or 1, int(workers * cpus_per_worker))}
+        # No --ray: a new local instance ("local"), even if this machine is already part of a cluster.
+        kwargs = {"address": address} if address else {
+            "address": "local", "num_cpus": max(os.cpu_count() or 1, int(workers * cpus_per_worker))}
         try:
             ray.init(log_to_driver=False, logging_level=logging.WARNING, include_dashboard=False,
                      configure_logging=False, **kwargs)

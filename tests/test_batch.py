@@ -185,3 +185,12 @@ def test_output_names_are_readable_and_unique(tmp_path):
     assert found == [str(tmp_path / "a" / "cam 1.mp4"), str(tmp_path / "b" / "cam 1.mp4"), "rtsp://h/x.sdp"]
     names = [output_name(f) for f in found]
     assert len(set(names)) == 3 and names[0].startswith("cam-1-") and names[2].startswith("x-")
+
+
+def test_without_an_address_it_starts_its_own_local_ray(clips, tiny_model, tmp_path):
+    folder, paths, _ = clips
+    out = tmp_path / "out"
+    proc = batch(str(paths[2]), "-o", str(out), "--model", str(tiny_model))  # no --ray
+    assert proc.returncode == 0, proc.stderr
+    (row,) = manifest(out)
+    assert row["status"] == "done" and len(decode(out / row["output"])[0]) == 24
