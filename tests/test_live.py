@@ -296,3 +296,30 @@ def test_a_signalled_live_recording_closes_every_file_and_export(signals, tiny_m
     assert len(frames) == written > 0
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(records) == written and [r["frame"] for r in records] == sorted(r["frame"] for r in records)
+
+
+@needs_ffmpeg
+def test_a_live_recording_in_segments_each_playable_as_soon_as_it_is_closed(tiny_model, tmp_path):
+    port = _free_port()
+    server = _serve(port)
+    time.sleep(0.5)
+    proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(tmp_path / "rec.mp4"), "--model", str(tiny_model),
+                      "--no-display", "-q", "--segment-time", "2", "--duration", "7")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (tmp_path / "rec-001.mp4").exists():
+            time.sleep(0.05)
+        assert proc.poll() is None  # still recording...
+        frames, times = decode(tmp_path / "rec-000.mp4")  # ...and the first segment already plays, whole
+        assert len(frames) > 10 and times[0] == 0.0 and times[-1] < 2.0
+        _, err = proc.communicate(timeout=60)
+    finally:
+        _stop(server)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    files = sorted(tmp_path.glob("rec-*.mp4"))
+    assert [f.name for f in files] == ["rec-000.mp4", "rec-001.mp4", "rec-002.mp4", "rec-003.mp4"]
+    for f in files:
+        frames, times = decode(f)
+        assert frames and times[0] == 0.0 and times[-1] < 2.0  # each starts at 0 and spans < 2 s
