@@ -276,7 +276,7 @@ class Pipeline:
             if batch and wait <= 0:
                 break
             self._arrived.wait(max(wait, 0.0))
-        return batch or None
+        return batch if batch and not self._abort.is_set() else None  # abort: no further batch
 
     def _order(self) -> list[int]:
         """Source indices starting after the one served first last time: every source gets its turn."""
