@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -30,12 +29,12 @@ from pathlib import Path
 
 from .config import DType, ModelConfig, RenderConfig, Style, Task
 from .errors import InputError, StreamsegError
+from .resources import safe_name
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 INSTALL_HINT = "pip install 'streamseg[ray]'"
-_VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".flv"})
 _LIST_SUFFIXES = frozenset({".txt", ".list", ".lst"})
 
 
@@ -43,7 +42,7 @@ _LIST_SUFFIXES = frozenset({".txt", ".list", ".lst"})
 def expand_inputs(items: Sequence[str]) -> list[str]:
     """Paths and URLs from folders (their video files, sorted), globs, text files (one per line; ``#`` comments)
     and plain paths or URLs; duplicates removed, order kept."""
-    from .sources import is_url
+    from .sources import VIDEO_FILE_SUFFIXES, is_url
 
     found: list[str] = []
     for item in items:
@@ -51,7 +50,7 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
         if is_url(item):
             found.append(item)
         elif p.is_dir():
-            found += [str(q) for q in sorted(p.iterdir()) if q.is_file() and q.suffix.lower() in _VIDEO_SUFFIXES]
+            found += [str(q) for q in sorted(p.iterdir()) if q.is_file() and q.suffix.lower() in VIDEO_FILE_SUFFIXES]
         elif p.is_file() and p.suffix.lower() in _LIST_SUFFIXES:
             for line in p.read_text().splitlines():
                 line = line.strip()
@@ -75,7 +74,7 @@ def output_name(spec: str) -> str:
 
     full = spec if is_url(spec) else str(Path(spec).resolve())
     stem = Path(urlparse(spec).path).stem if is_url(spec) else Path(spec).stem
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:60] or "video"
+    stem = safe_name(stem, "video")[:60]
     return f"{stem}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
 
 

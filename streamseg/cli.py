@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from . import __version__
 from .config import (DEFAULT_MODEL, DropPolicy, DType, Engine, ModelConfig, RenderConfig, RunConfig, Style, Task,
                      parse_seconds)
 from .errors import InputError, OutputError, SourceError, StreamsegError
+from .resources import close_all, safe_name
 
 log = logging.getLogger("streamseg")
 
@@ -211,9 +211,7 @@ def _open_outputs(config: RunConfig, source, renderer, *, on_quit) -> tuple:
         if config.display:
             sinks.append(WindowSink(f"streamseg - {source.description}", on_quit=on_quit))
     except BaseException:
-        for export in exports:
-            export.close()
-        TeeSink(sinks).close()
+        close_all([*exports, *sinks])
         raise
     sink = sinks[0] if len(sinks) == 1 else TeeSink(sinks) if sinks else NullSink()
     return sink, exports
@@ -324,7 +322,7 @@ def run(config: RunConfig, *, install_signal_handlers: bool = False) -> int:
             print(f"\u2022 {seg.label} (score: {score})")
     stopped = "" if stats.completed else " (stopped early)"
     print(f"streamseg: {stats.summary()}{stopped}", file=sys.stderr)
-    files = getattr(sink, "files", None)
+    files = next((s.files for s in getattr(sink, "sinks", [sink]) if getattr(s, "files", None)), None)
     if files:
         print(f"streamseg: wrote {len(files)} files: {', '.join(str(f) for f in files)}", file=sys.stderr)
     elif out is not None:
@@ -345,7 +343,7 @@ def source_name(spec: str) -> str:
         text = f"{u.hostname or 'stream'}{'-' + str(u.port) if u.port else ''}{u.path}"
     else:
         text = Path(spec).stem or Path(spec).name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "source"
+    return safe_name(text, "source")
 
 
 def output_paths(output: Path | None, specs: Sequence[str]) -> list[Path | None]:
@@ -429,9 +427,9 @@ def run_many(config: RunConfig, *, install_signal_handlers: bool = False) -> int
                                       json_path=_per_source(config.json_path, name),
                                       masks_dir=None if config.masks_dir is None else config.masks_dir / name)
             sink, exports = _open_outputs(one, source, renderer, on_quit=stop)
-            stack.callback(lambda s=sink, e=exports: [x.close() for x in (*e, s)])  # closed again: idempotent
+            stack.callback(close_all, [*exports, sink])  # also when the run never starts; close() is idempotent
             if server is not None:
-                sink = TeeSink([s for s in (sink,) if not isinstance(s, NullSink)] + [server])
+                sink = TeeSink([server] if isinstance(sink, NullSink) else [sink, server])
             routes.append(Route(source, renderer, sink, exports))
             names.append(name)
         if not routes:

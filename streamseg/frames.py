@@ -39,6 +39,11 @@ class Frame:
             return None
         return float(self.pts * self.time_base)
 
+    def time(self, fps: float | None) -> float:
+        """Seconds from the timestamps, or, for a still, from the index at ``fps`` (25 when unknown)."""
+        seconds = self.seconds
+        return seconds if seconds is not None else self.index / (fps or 25.0)
+
     @property
     def size(self) -> tuple[int, int]:
         """``(width, height)``."""

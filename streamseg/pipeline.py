@@ -46,6 +46,7 @@ from .exports import Export
 from .frames import Frame, SegmentationResult
 from .model import Segmenter
 from .render import Renderer
+from .resources import close_all
 from .sinks import Sink
 from .sources import Source
 
@@ -136,18 +137,18 @@ class Pipeline:
         self._segment = segmenter.segment if isinstance(segmenter, Segmenter) else segmenter
         self.batch_size = batch_size
         size = channel_size or max(2, 2 * batch_size)
+        self._arrived = threading.Event()  # some frames channel got an item (or closed)
         self.channels: list[Channel[Frame]] = []
         for i, route in enumerate(self.routes):
             route.stats.live = bool(route.source.live)
             policy = drop_policy or (DropPolicy.DROP_OLDEST if route.source.live else DropPolicy.WAIT)
-            self.channels.append(Channel(size, policy, name=f"frames[{i}]", on_put=self._arrived_set))
+            self.channels.append(Channel(size, policy, name=f"frames[{i}]", on_put=self._arrived.set))
         self.frames = self.channels[0]
         self.results: Channel[SegmentationResult] = Channel(max(size, len(self.routes)), DropPolicy.WAIT,
                                                             name="results")
         self.stats = first.stats if len(self.routes) == 1 else RunStats()
         self.stop_event = threading.Event()
         self._abort = threading.Event()
-        self._arrived = threading.Event()  # some frames channel got an item (or closed)
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._on_frame = on_frame
@@ -163,9 +164,6 @@ class Pipeline:
         """Several sources, batched together into one forward; each result returns to its own route."""
         first = routes[0]
         return cls(first.source, segmenter, first.renderer, first.sink, routes=routes, **kwargs)
-
-    def _arrived_set(self) -> None:
-        self._arrived.set()
 
     # -- control (any thread) ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -224,7 +222,7 @@ class Pipeline:
                     break
                 st.seconds += time.perf_counter() - t0
                 if self.duration is not None:
-                    t = frame.seconds if frame.seconds is not None else frame.index / (source.fps or 25.0)
+                    t = frame.time(source.fps)
                     first = t if first is None else first
                     if t - first >= self.duration:
                         stats.completed = True  # all that was asked for was read
@@ -350,15 +348,7 @@ class Pipeline:
 
     def _close_outputs(self) -> None:
         """Close every export and sink, all of them even when one fails; raise the first failure."""
-        first: BaseException | None = None
-        for route in self.routes:
-            for closeable in (*route.exports, route.sink):
-                try:
-                    closeable.close()
-                except BaseException as exc:  # close the rest, then raise the first
-                    first = first or exc
-        if first is not None:
-            raise first
+        close_all(c for route in self.routes for c in (*route.exports, route.sink))
 
     # -- supervision (the caller's thread) ----------------------------------------------------------
     def run(self) -> RunStats:

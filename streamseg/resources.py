@@ -1,6 +1,9 @@
-"""Helpers shared by sources and sinks: the context-manager base and short error text."""
+"""Helpers shared by sources, sinks and the pipeline: the context-manager base, closing many, short error text."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
 
 
 class Closing:
@@ -14,6 +17,23 @@ class Closing:
 
     def close(self) -> None:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+
+def close_all(closeables: Iterable[object]) -> None:
+    """``close()`` every one of them, even when one fails; then raise the first failure."""
+    first: BaseException | None = None
+    for c in closeables:
+        try:
+            c.close()
+        except BaseException as exc:  # close the rest, then raise the first
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+def safe_name(text: str, default: str) -> str:
+    """``text`` as a file-name-safe word: runs of other characters become ``-``; ``default`` if nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or default
 
 
 def short_message(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .errors import OutputError, WriteError
 from .frames import Frame
-from .resources import Closing, short_message
+from .resources import Closing, close_all, short_message
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ class SegmentedVideoSink(SinkBase):
     def write(self, frame: Frame) -> None:
         if self._closed:
             raise OutputError(f"write to closed output {self.path}")
-        t = frame.seconds if frame.seconds is not None else frame.index / (self._fps or 25.0)
+        t = frame.time(self._fps)
         self._origin = t if self._origin is None else self._origin
         number = int((t - self._origin) // self.segment_seconds)  # segment k holds [k, k + 1) * segment_seconds
         if self._current is not None and number != self._number:
@@ -436,11 +436,4 @@ class TeeSink(SinkBase):
             s.finish()
 
     def close(self) -> None:
-        first: BaseException | None = None
-        for s in self.sinks:
-            try:
-                s.close()
-            except BaseException as exc:  # close the rest, then raise the first
-                first = first or exc
-        if first is not None:
-            raise first
+        close_all(self.sinks)

@@ -279,6 +279,7 @@ class ReconnectingSource(Closing):
         self.fps = self._current.fps
         self.reconnects = 0
         self.gap_seconds = 0.0
+        self.last_error: SourceError | None = None  # why the last connection or attempt failed
         self._closed = False
 
     def interrupt(self) -> None:
@@ -309,10 +310,8 @@ class ReconnectingSource(Closing):
         start: float | None = None
         last_ms = -1
         index = 0
-        self.last_error: SourceError | None = None
         while self._current is not None:
             offset: float | None = None  # wall-clock second of this connection's stream time 0
-            lost_at = None
             try:
                 for f in self._current:
                     now = self._clock()

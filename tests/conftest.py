@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -99,6 +101,27 @@ def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subpro
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "streamseg", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=ROOT)
+
+
+@contextlib.contextmanager
+def cli_process(*args: str, **popen_kwargs):
+    """``python -m streamseg ARGS`` running in the background (stderr piped, text); killed on exit if still running."""
+    proc = subprocess.Popen([sys.executable, "-m", "streamseg", *args], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT, **popen_kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def wait_for_size(path: Path, size: int, timeout: float = 60) -> bool:
+    """Wait until ``path`` holds at least ``size`` bytes; whether it did within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < size):
+        time.sleep(0.05)
+    return path.exists() and path.stat().st_size >= size
 
 
 def has_xvfb() -> bool:

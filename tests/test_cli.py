@@ -1,6 +1,5 @@
 """The command line end to end: real files in, real files out, decoded and checked."""
 
-import os
 import shutil
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, SAMPLE_CLIP, SAMPLE_IMAGE, decode, run_cli, scene_frames, write_clip
+from conftest import ROOT, SAMPLE_CLIP, SAMPLE_IMAGE, cli_process, decode, run_cli, scene_frames, wait_for_size, write_clip
 from streamseg.cli import main
 from streamseg.config import ModelConfig
 from streamseg.model import Segmenter
@@ -174,14 +173,10 @@ def long_clip(tmp_path_factory):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_leaves_a_playable_file_with_every_frame_written(sig, long_clip, tiny_model, tmp_path):
     out = tmp_path / "rec.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "streamseg", str(long_clip), "-o", str(out), "--model",
-                             str(tiny_model), "--batch-size", "1", "-q"], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
+    with cli_process(str(long_clip), "-o", str(out), "--model", str(tiny_model), "--batch-size", "1", "-q") as proc:
+        wait_for_size(out, 20_000)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "stopped early" in err
     written = int(err.split("written ")[1].split(",")[0])
@@ -274,16 +269,12 @@ def test_file_jobs_show_a_progress_bar_with_rate_and_eta(tiny_model, tmp_path, c
 
 def test_a_second_sigint_stops_without_the_frames_in_flight_and_still_closes_the_file(long_clip, demo_model, tmp_path):
     out = tmp_path / "rec.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "streamseg", str(long_clip), "-o", str(out), "--model",
-                             str(demo_model), "--batch-size", "8", "-q"], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)  # the first stop is under way: 16 decoded frames queued behind the model
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    with cli_process(str(long_clip), "-o", str(out), "--model", str(demo_model), "--batch-size", "8", "-q") as proc:
+        wait_for_size(out, 20_000)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # the first stop is under way: 16 decoded frames queued behind the model
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "second SIGINT: stopping now" in err and "Traceback" not in err
     read = int(err.split("frames read ")[1].split(",")[0])

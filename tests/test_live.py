@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from fractions import Fraction
@@ -19,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import ROOT, SAMPLE_CLIP, decode, run_cli
+from conftest import SAMPLE_CLIP, cli_process, decode, run_cli, wait_for_size
 from streamseg.errors import SourceError
 from streamseg.frames import Frame
 from streamseg.sources import ReconnectingSource
@@ -114,55 +112,50 @@ def decode_until_damage(path) -> tuple[list[np.ndarray], list[float]]:
     return images, times
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class StreamServer:
+    """ffmpeg as a live TCP MPEG-TS server on a free port, sending the sample clip in real time, looped.
 
+    A context manager; ``stop()`` and ``start()`` take it away and bring it back on the same address.
+    """
 
-def _serve(port: int, *, loop: bool = True) -> subprocess.Popen:
-    """ffmpeg as a live TCP MPEG-TS server, sending the sample clip in real time (looped)."""
-    return subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", *(["-stream_loop", "-1"] if loop else []),
-                             "-i", str(SAMPLE_CLIP), "-an", "-c", "copy", "-f", "mpegts",
-                             f"tcp://127.0.0.1:{port}?listen=1"], stdin=subprocess.DEVNULL)
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen | None = None
 
+    def start(self) -> None:
+        self._proc = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
+                                       str(SAMPLE_CLIP), "-an", "-c", "copy", "-f", "mpegts", f"{self.url}?listen=1"],
+                                      stdin=subprocess.DEVNULL)
 
-def _stop(p: subprocess.Popen) -> None:
-    p.kill()
-    p.wait()
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
 
+    def __enter__(self) -> StreamServer:
+        self.start()
+        time.sleep(0.5)  # listening before a client connects
+        return self
 
-def _streamseg(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "streamseg", *args], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT, **kwargs)
-
-
-def _wait_for(path, size: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < size):
-        time.sleep(0.05)
-    assert path.exists() and path.stat().st_size >= size, "streamseg wrote nothing"
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @needs_ffmpeg
 def test_a_stream_server_killed_and_restarted_is_reconnected_into_the_same_playable_file(tiny_model, tmp_path):
-    port = _free_port()
-    server = _serve(port)
     out = tmp_path / "rec.mp4"
-    time.sleep(0.5)
-    proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display",
-                      "--reconnect-max-delay", "1", "--duration", "14")
-    try:
-        _wait_for(out, 5_000)
+    with StreamServer() as server, cli_process(server.url, "-o", str(out), "--model", str(tiny_model),
+                                               "--no-display", "--reconnect-max-delay", "1", "--duration", "14") as proc:
+        assert wait_for_size(out, 5_000), "streamseg wrote nothing"
         time.sleep(2.0)
-        _stop(server)  # the camera goes away...
+        server.stop()  # the camera goes away...
         time.sleep(2.5)
-        server = _serve(port)  # ...and comes back on the same address
+        server.start()  # ...and comes back on the same address
         _, err = proc.communicate(timeout=60)
-    finally:
-        _stop(server)
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "reconnects 1 (" in err, err
@@ -177,18 +170,13 @@ def test_a_stream_server_killed_and_restarted_is_reconnected_into_the_same_playa
 
 @needs_ffmpeg
 def test_a_killed_recording_of_a_live_stream_still_plays(tiny_model, tmp_path):
-    port = _free_port()
-    server = _serve(port)
     out = tmp_path / "rec.mp4"
-    time.sleep(0.5)
-    proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display", "-q")
-    try:
-        _wait_for(out, 5_000)
+    with StreamServer() as server, cli_process(server.url, "-o", str(out), "--model", str(tiny_model),
+                                               "--no-display", "-q") as proc:
+        assert wait_for_size(out, 5_000), "streamseg wrote nothing"
         time.sleep(4.0)  # past the first fragment (a keyframe every 2 s)
         proc.send_signal(signal.SIGKILL)  # no chance to finalise anything
         proc.wait(timeout=10)
-    finally:
-        _stop(server)
     frames, times = decode_until_damage(out)
     assert len(frames) >= 20  # the fragments written before the kill play
     assert times[0] == 0.0 and all(b > a for a, b in zip(times, times[1:]))
@@ -196,8 +184,6 @@ def test_a_killed_recording_of_a_live_stream_still_plays(tiny_model, tmp_path):
 
 @needs_ffmpeg
 def test_hitting_the_file_size_limit_is_one_line_and_keeps_what_was_written(tiny_model, tmp_path):
-    port = _free_port()
-    server = _serve(port)
     out = tmp_path / "rec.mp4"
     limit = 400_000
 
@@ -205,13 +191,9 @@ def test_hitting_the_file_size_limit_is_one_line_and_keeps_what_was_written(tiny
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    time.sleep(0.5)
-    try:
-        proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display", "-q",
-                          "--duration", "60", preexec_fn=limit_file_size)
+    with StreamServer() as server, cli_process(server.url, "-o", str(out), "--model", str(tiny_model), "--no-display",
+                                               "-q", "--duration", "60", preexec_fn=limit_file_size) as proc:
         _, err = proc.communicate(timeout=90)
-    finally:
-        _stop(server)
     assert proc.returncode == 1, err
     lines = err.strip().splitlines()
     assert "Traceback" not in err
@@ -273,22 +255,14 @@ def test_segment_time_needs_an_output(tiny_model):
 @pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)])
 def test_a_signalled_live_recording_closes_every_file_and_export(signals, tiny_model, tmp_path):
     """A second signal may land while the first stop is under way or after it: exit 0 and closed files either way."""
-    port = _free_port()
-    server = _serve(port)
     out, jsonl = tmp_path / "rec.mp4", tmp_path / "rec.jsonl"
-    time.sleep(0.5)
-    proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(out), "--json", str(jsonl), "--model", str(tiny_model),
-                      "--no-display", "-q", "--batch-size", "1")
-    try:
-        _wait_for(out, 5_000)
+    with StreamServer() as server, cli_process(server.url, "-o", str(out), "--json", str(jsonl), "--model",
+                                               str(tiny_model), "--no-display", "-q", "--batch-size", "1") as proc:
+        assert wait_for_size(out, 5_000), "streamseg wrote nothing"
         for sig in signals:
             proc.send_signal(sig)
             time.sleep(0.05)
         _, err = proc.communicate(timeout=30)
-    finally:
-        _stop(server)
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "stopped early" in err
     written = int(err.split("written ")[1].split(",")[0])
@@ -300,23 +274,13 @@ def test_a_signalled_live_recording_closes_every_file_and_export(signals, tiny_m
 
 @needs_ffmpeg
 def test_a_live_recording_in_segments_each_playable_as_soon_as_it_is_closed(tiny_model, tmp_path):
-    port = _free_port()
-    server = _serve(port)
-    time.sleep(0.5)
-    proc = _streamseg(f"tcp://127.0.0.1:{port}", "-o", str(tmp_path / "rec.mp4"), "--model", str(tiny_model),
-                      "--no-display", "-q", "--segment-time", "2", "--duration", "7")
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (tmp_path / "rec-001.mp4").exists():
-            time.sleep(0.05)
+    with StreamServer() as server, cli_process(server.url, "-o", str(tmp_path / "rec.mp4"), "--model", str(tiny_model),
+                                               "--no-display", "-q", "--segment-time", "2", "--duration", "7") as proc:
+        wait_for_size(tmp_path / "rec-001.mp4", 0)  # the second segment has begun
         assert proc.poll() is None  # still recording...
         frames, times = decode(tmp_path / "rec-000.mp4")  # ...and the first segment already plays, whole
         assert len(frames) > 10 and times[0] == 0.0 and times[-1] < 2.0
         _, err = proc.communicate(timeout=60)
-    finally:
-        _stop(server)
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err
     files = sorted(tmp_path.glob("rec-*.mp4"))
     assert [f.name for f in files] == ["rec-000.mp4", "rec-001.mp4", "rec-002.mp4", "rec-003.mp4"]

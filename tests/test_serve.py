@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
@@ -17,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, scene_frames
+from conftest import cli_process, scene_frames
 from streamseg.errors import InputError
 from streamseg.frames import Frame
 from streamseg.serve import PreviewServer, parse_address
@@ -129,20 +127,23 @@ def test_viewers_that_do_not_read_never_hold_up_the_writer():
             s.close()
 
 
+def _live_view_url(proc) -> str:
+    """The URL the CLI logs for --serve 0 (any free port)."""
+    line = proc.stderr.readline()
+    while line and "live view:" not in line:
+        line = proc.stderr.readline()
+    return re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+
+
 def test_cli_serves_the_run_and_stops_on_sigint(tiny_model, tmp_path):
     from conftest import write_clip
     from fractions import Fraction
 
     clip = write_clip(tmp_path / "long.mp4", scene_frames(20, 160, 96) * 40, list(range(800)), Fraction(1, 25))
     out = tmp_path / "out.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "streamseg", str(clip), "-o", str(out), "--model", str(tiny_model),
-                             "--serve", "0", "-q", "--batch-size", "1"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
-    try:
-        line = proc.stderr.readline()
-        while line and "live view:" not in line:
-            line = proc.stderr.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+    with cli_process(str(clip), "-o", str(out), "--model", str(tiny_model), "--serve", "0", "-q",
+                     "--batch-size", "1") as proc:
+        url = _live_view_url(proc)
         pictures = _mjpeg_parts(url + "stream.mjpg", 2)
         assert pictures[0].shape == (96, 160, 3)
         stats = json.loads(_get(url + "stats")[2])
@@ -151,9 +152,6 @@ def test_cli_serves_the_run_and_stops_on_sigint(tiny_model, tmp_path):
         assert set(source) >= {"fps", "latency_ms", "frames_dropped", "reconnects"}
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err
     with pytest.raises(OSError):
         urlopen(url, timeout=2)  # the server is gone with the run
@@ -172,15 +170,10 @@ def test_the_page_shows_the_moving_picture_in_a_real_headless_chromium(tiny_mode
     from conftest import write_clip
 
     clip = write_clip(tmp_path / "long.mp4", scene_frames(50, 320, 180) * 12, list(range(600)), Fraction(1, 25))
-    proc = subprocess.Popen([sys.executable, "-m", "streamseg", str(clip), "--model", str(tiny_model), "--serve", "0",
-                             "--no-display", "-q", "--batch-size", "1"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
     shots = []
-    try:
-        line = proc.stderr.readline()
-        while line and "live view:" not in line:
-            line = proc.stderr.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+    with cli_process(str(clip), "--model", str(tiny_model), "--serve", "0", "--no-display", "-q",
+                     "--batch-size", "1") as proc:
+        url = _live_view_url(proc)
         for k in range(2):
             shot = tmp_path / f"shot{k}.png"
             subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -188,12 +181,6 @@ def test_the_page_shows_the_moving_picture_in_a_real_headless_chromium(tiny_mode
                            capture_output=True, timeout=60, check=True)
             shots.append(cv2.imread(str(shot)))
             time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     a, b = shots
     assert a.shape == (300, 400, 3)
     view = a[:180]  # the picture is at the top of the page, centred
