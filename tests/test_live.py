@@ -287,3 +287,10 @@ def test_a_live_recording_in_segments_each_playable_as_soon_as_it_is_closed(tiny
     for f in files:
         frames, times = decode(f)
         assert frames and times[0] == 0.0 and times[-1] < 2.0  # each starts at 0 and spans < 2 s
+
+
+def test_segment_files_are_listed_also_when_the_output_is_shared_with_a_live_view(tiny_model, tmp_path):
+    proc = run_cli(str(SAMPLE_CLIP), "-o", str(tmp_path / "rec.mp4"), "--model", str(tiny_model),
+                   "--segment-time", "1.5", "--serve", "0", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 3 files: " in proc.stderr and str(tmp_path / "rec-002.mp4") in proc.stderr
