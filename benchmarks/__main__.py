@@ -1,5 +1,5 @@
 import sys
 
-from streamseg.bench import main
+from streamseg.cli import main
 
-sys.exit(main())
+sys.exit(main(["bench", *sys.argv[1:]]))

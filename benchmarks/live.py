@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     import streamseg  # noqa: F401  (OpenCV before PyAV)
     from streamseg.config import ModelConfig, RenderConfig
     from streamseg.model import Segmenter
-    from streamseg.pipeline import Pipeline
+    from streamseg.pipeline import Pipeline, Route
     from streamseg.render import Renderer
     from streamseg.sources import open_source
 
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     rss: list[tuple[float, float]] = []
     try:
         with open_source(f"tcp://127.0.0.1:{port}", reconnect=3) as source:
-            pipeline = Pipeline(source, seg, Renderer(RenderConfig(), seg.id2label, seg.num_labels), sink,
-                                batch_size=args.batch_size, duration=seconds)
+            route = Route(source, Renderer(RenderConfig(), seg.id2label, seg.num_labels), sink)
+            pipeline = Pipeline([route], seg.segment, batch_size=args.batch_size, duration=seconds)
             done = threading.Event()
 
             def sample_rss() -> None:

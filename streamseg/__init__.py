@@ -16,14 +16,15 @@ __version__ = "0.1.0"
 # window opened after it hangs forever (PyAV-Org/PyAV#978, #1050).
 import cv2  # noqa: E402,F401
 
-from .config import DEFAULT_MODEL, DropPolicy, DType, ModelConfig, RenderConfig, RunConfig, Style, Task  # noqa: E402
+from .config import (DEFAULT_MODEL, DropPolicy, DType, InputConfig, ModelConfig, OutputConfig, RenderConfig,  # noqa: E402
+                     RunConfig, Style, Task)
 from .errors import InputError, ModelLoadError, OutputError, SourceError, StreamsegError  # noqa: E402
 from .frames import Frame, Segment, SegmentationResult  # noqa: E402
 
 __all__ = [
-    "DEFAULT_MODEL", "DType", "DropPolicy", "Frame", "InputError", "ModelConfig", "ModelLoadError",
-    "OutputError", "RenderConfig", "Renderer", "RunConfig", "Segment", "SegmentationResult", "Segmenter",
-    "SourceError", "StreamsegError", "Style", "Task", "__version__", "open_source",
+    "DEFAULT_MODEL", "DType", "DropPolicy", "Frame", "InputConfig", "InputError", "ModelConfig", "ModelLoadError",
+    "OutputConfig", "OutputError", "RenderConfig", "Renderer", "Run", "RunConfig", "Segment", "SegmentationResult",
+    "Segmenter", "SourceError", "StreamsegError", "Style", "Task", "__version__", "open_source",
 ]
 
 
@@ -37,6 +38,10 @@ def __getattr__(name: str):
         from .render import Renderer
 
         return Renderer
+    if name == "Run":
+        from .app import Run
+
+        return Run
     if name == "open_source":
         from .sources import open_source
 

@@ -14,7 +14,7 @@ Ray is an optional extra: ``pip install 'streamseg[ray]'``.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import glob
 import hashlib
 import json
@@ -23,19 +23,46 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import DType, ModelConfig, RenderConfig, Style, Task
+from .config import InputConfig, ModelConfig, OutputConfig, RenderConfig, RunConfig
 from .errors import InputError, StreamsegError
-from .resources import safe_name
+from .resources import check_parent_folder, safe_name
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 INSTALL_HINT = "pip install 'streamseg[ray]'"
 _LIST_SUFFIXES = frozenset({".txt", ".list", ".lst"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    """One ``streamseg batch`` job. ``model`` and ``render`` are the main command's; each actor gets them as is."""
+
+    inputs: tuple[str, ...]
+    outdir: Path
+    model: ModelConfig = ModelConfig()
+    render: RenderConfig = RenderConfig()
+    batch_size: int = 4
+    ray_address: str | None = None
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    json_export: bool = False
+    json_masks: bool = False
+    masks_export: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise InputError(f"--workers must be 1 or more, got {self.workers}")
+        if self.batch_size < 1:
+            raise InputError(f"invalid batch size {self.batch_size}: expected 1 or more")
+        if self.json_masks and not self.json_export:
+            raise InputError("--json-masks needs --json")
 
 
 # -- inputs and names ------------------------------------------------------------------------
@@ -115,8 +142,7 @@ def is_complete(row: dict | None, outdir: Path) -> bool:
 class Annotator:
     """A Ray Data callable class: loads the model once per actor; each call annotates one input file."""
 
-    def __init__(self, model: dict, render: dict, batch_size: int, outdir: str, json_export: bool,
-                 masks_export: bool, threads: int | None = None) -> None:
+    def __init__(self, config: BatchConfig, threads: int | None = None) -> None:
         import torch
 
         import streamseg  # noqa: F401  (OpenCV before PyAV)
@@ -125,12 +151,9 @@ class Annotator:
 
         if threads:
             torch.set_num_threads(threads)
-        self.model_config = ModelConfig(**model)
-        self.segmenter = Segmenter.load(self.model_config)
-        self.render = RenderConfig(**render)
-        self.batch_size = batch_size
-        self.outdir = Path(outdir)
-        self.json_export, self.masks_export = json_export, masks_export
+        self.config = config
+        self.segmenter = Segmenter.load(config.model)
+        self.outdir = config.outdir
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict) -> dict:
@@ -142,11 +165,14 @@ class Annotator:
         t0 = time.monotonic()
         final = self.outdir / f"{name}.mp4"
         tmp = self.outdir / f".{name}.partial.mp4"
-        extras = []
+        json_part = self.outdir / f".{name}.partial.jsonl" if self.config.json_export else None
+        masks_part = self.outdir / f".{name}.partial.masks" if self.config.masks_export else None
+        extras = [(part, self.outdir / f"{name}{suffix}")  # (partial, final) of the exports
+                  for part, suffix in ((json_part, ".jsonl"), (masks_part, ".masks")) if part is not None]
         row = {"input": spec, "status": "failed", "reason": "", "frames": 0, "duration": 0.0, "fps": 0.0,
                "worker": self.worker, "output": "", "seconds": 0.0}
         try:
-            frames, duration = self._run(spec, tmp, name, extras)
+            frames, duration = self._run(spec, tmp, json_part, masks_part)
             for part, done in extras:
                 os.replace(part, done)
             os.replace(tmp, final)  # only a closed, complete file gets the real name
@@ -159,30 +185,21 @@ class Annotator:
         row["fps"] = row["frames"] / row["seconds"] if row["seconds"] else 0.0
         return row
 
-    def _run(self, spec: str, tmp: Path, name: str, extras: list) -> tuple[int, float]:
-        from .exports import JsonLinesExport, MaskPngExport
-        from .pipeline import Pipeline
-        from .render import Renderer
-        from .sinks import VideoFileSink
-        from .sources import ImageSource, open_source
+    def _run(self, spec: str, tmp: Path, json_part: Path | None, masks_part: Path | None) -> tuple[int, float]:
+        from .app import Run
+        from .sources import ImageSource
 
-        self.segmenter.reset()
-        with open_source(spec, reconnect=0) as source:
+        config = RunConfig(sources=(spec,), model=self.config.model, render=self.config.render,
+                           outputs=OutputConfig(output=tmp, json_path=json_part, json_masks=self.config.json_masks,
+                                                masks_dir=masks_part),
+                           input=InputConfig(reconnect=0), batch_size=self.config.batch_size)
+        with Run(config, segmenter=self.segmenter) as run:
+            run.open()
+            (source,) = run.sources
             if isinstance(source, ImageSource) or source.live:
                 raise InputError(f"{spec} is not a video file")
-            renderer = Renderer(self.render, self.segmenter.id2label, self.segmenter.num_labels)
-            exports = []
-            if self.json_export:
-                part = self.outdir / f".{name}.partial.jsonl"
-                extras.append((part, self.outdir / f"{name}.jsonl"))
-                exports.append(JsonLinesExport(part))
-            if self.masks_export:
-                part = self.outdir / f".{name}.partial.masks"
-                extras.append((part, self.outdir / f"{name}.masks"))
-                exports.append(MaskPngExport(part, renderer.colours))
-            sink = VideoFileSink(tmp, audio_from=source.audio_path, fps=source.fps)
-            stats = Pipeline(source, self.segmenter, renderer, sink, batch_size=self.batch_size,
-                             exports=exports).run()
+            report = run.run()
+        stats = report.total
         if not stats.completed or stats.frames_written == 0:
             raise StreamsegError(f"{spec}: no frames written")
         duration = stats.frames_written / source.fps if source.fps else 0.0
@@ -206,24 +223,21 @@ def _remove(path: Path) -> None:
 
 
 # -- the driver -------------------------------------------------------------------------------
-def run_batch(inputs: Sequence[str], outdir: Path, *, model: ModelConfig, render: RenderConfig, batch_size: int = 4,
-              ray_address: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
-              cpus_per_worker: float = 1.0, json_export: bool = False, masks_export: bool = False,
-              progress: bool = True) -> dict:
-    """Annotate ``inputs`` into ``outdir`` on Ray; returns counts. Raises InputError for unusable arguments."""
+def run_batch(config: BatchConfig, *, progress: bool = True) -> dict:
+    """Annotate ``config.inputs`` into ``config.outdir`` on Ray; returns counts. Raises InputError for unusable
+    arguments."""
     try:
         import ray
     except ImportError:
         raise InputError(f"streamseg batch runs on Ray, which is not installed: {INSTALL_HINT}") from None
-    if workers < 1:
-        raise InputError(f"--workers must be 1 or more, got {workers}")
+    inputs, outdir = config.inputs, config.outdir
     specs = expand_inputs(inputs)
     if not specs:
         raise InputError("no inputs: give video files, folders, globs or a text file of paths/URLs")
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"output exists and is not a folder: {outdir}")
-    if not outdir.resolve().parent.is_dir():
-        raise InputError(f"output folder does not exist: {outdir.resolve().parent} (for {outdir})")
+    if not outdir.exists():
+        check_parent_folder(outdir)  # the one folder rule: OUTDIR is created, its parent must exist
     outdir.mkdir(exist_ok=True)
     if not os.access(outdir, os.W_OK):
         raise InputError(f"output folder is not writable: {outdir}")
@@ -251,7 +265,8 @@ def run_batch(inputs: Sequence[str], outdir: Path, *, model: ModelConfig, render
             return counts
 
         started = time.monotonic()
-        _init_ray(ray, ray_address, gpus_per_worker, workers, cpus_per_worker)
+        workers, gpus, cpus = config.workers, config.gpus_per_worker, config.cpus_per_worker
+        _init_ray(ray, config.ray_address, gpus, workers, cpus)
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
@@ -261,20 +276,14 @@ def run_batch(inputs: Sequence[str], outdir: Path, *, model: ModelConfig, render
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         ds = ray.data.from_items([{"input": spec, "name": names[spec]} for spec in todo],
                                  override_num_blocks=len(todo))
-        model_kwargs = {"name": model.name, "device": model.device if gpus_per_worker else "cpu",
-                        "dtype": model.dtype.value, "trust_remote_code": model.trust_remote_code,
-                        "task": model.task.value, "threshold": model.threshold,
-                        "mask_threshold": model.mask_threshold, "overlap_threshold": model.overlap_threshold,
-                        "smooth": model.smooth}
-        render_kwargs = {"alpha": render.alpha, "legend": render.legend, "show_fps": False,
-                         "style": render.style.value, "labels": render.labels, "classes": render.classes,
-                         "exclude": render.exclude, "keep": render.keep, "background": render.background}
+        # Frozen configs travel to the actors as they are: every model and render flag reaches them.
+        actor_config = dataclasses.replace(
+            config, outdir=outdir.resolve(), render=dataclasses.replace(config.render, show_fps=False),
+            model=config.model if gpus else dataclasses.replace(config.model, device="cpu"))
         results = ds.map_batches(
             Annotator, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
-            num_gpus=gpus_per_worker or None, num_cpus=cpus_per_worker,
-            fn_constructor_kwargs={"model": model_kwargs, "render": render_kwargs, "batch_size": batch_size,
-                                   "outdir": str(outdir.resolve()), "json_export": json_export,
-                                   "masks_export": masks_export, "threads": max(1, int(cpus_per_worker))})
+            num_gpus=gpus or None, num_cpus=cpus,
+            fn_constructor_kwargs={"config": actor_config, "threads": max(1, int(cpus))})
         bar = None
         if progress:
             from tqdm import tqdm
@@ -320,53 +329,3 @@ def _init_ray(ray, address: str | None, gpus_per_worker: float, workers: int, cp
                          f"{gpus:g}: use --gpus-per-worker 0 (CPU) or a cluster with GPUs")
     if resources.get("CPU", 0) < cpus_per_worker:
         raise InputError(f"the Ray cluster has {resources.get('CPU', 0):g} CPUs; a worker needs {cpus_per_worker:g}")
-
-
-# -- the command line -----------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    from .config import DEFAULT_MODEL
-
-    p = argparse.ArgumentParser(prog="streamseg batch",
-                                description="Annotate many videos on Ray (local or a cluster), resumably.")
-    p.add_argument("inputs", nargs="+", metavar="INPUTS",
-                   help="video files, folders (their videos), globs ('clips/**/*.mp4') or text files of paths/URLs")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
-                   help="folder for NAME-HASH.mp4 per input and manifest.jsonl")
-    p.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster (ray://host:10001 or auto); "
-                                                    "default: start a local Ray")
-    p.add_argument("--workers", type=int, default=1, help="actors, each with its own model (default 1)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (default 0: CPU)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id or local folder")
-    p.add_argument("--task", default="auto", choices=[t.value for t in Task])
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda (workers with --gpus-per-worker 0 use the CPU)")
-    p.add_argument("--dtype", default="auto", choices=[d.value for d in DType])
-    p.add_argument("--batch-size", type=int, default=4, help="frames per forward inside a worker")
-    p.add_argument("--style", default="fill", choices=[s.value for s in Style])
-    p.add_argument("--alpha", type=float, default=0.4)
-    p.add_argument("--legend", action="store_true")
-    p.add_argument("--json", action="store_true", help="also write NAME-HASH.jsonl (segments per frame)")
-    p.add_argument("--masks", action="store_true", help="also write NAME-HASH.masks/ (a label PNG per frame)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: Iterable[str]) -> int:
-    args = build_parser().parse_args(list(argv))
-    try:
-        model = ModelConfig(name=args.model, device=args.device, dtype=DType(args.dtype), task=Task(args.task))
-        render = RenderConfig(alpha=args.alpha, legend=args.legend, style=Style(args.style))
-        counts = run_batch(args.inputs, args.output, model=model, render=render, batch_size=args.batch_size,
-                           ray_address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-                           cpus_per_worker=args.cpus_per_worker, json_export=args.json, masks_export=args.masks,
-                           progress=not args.quiet)
-    except StreamsegError as exc:
-        print(f"streamseg: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("streamseg: interrupted; rerun the same command to finish the rest", file=sys.stderr)
-        return 130
-    print(f"streamseg: {counts['inputs']} inputs: {counts['done']} done, {counts['failed']} failed, "
-          f"{counts['skipped']} skipped (already complete), {counts['frames']} frames; "
-          f"manifest: {args.output / MANIFEST}", file=sys.stderr)
-    return 1 if counts["failed"] else 0

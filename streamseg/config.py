@@ -127,47 +127,69 @@ class RenderConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunConfig:
-    """Everything one run needs. ``inputs`` are paths, URLs or ``camera:N``."""
+class InputConfig:
+    """How sources are read: network timeouts, reconnects, how much to take."""
 
-    source: str
-    more_sources: tuple[str, ...] = ()  # further inputs, batched with the first into one forward
-    output: Path | None = None
-    display: bool = False
-    model: ModelConfig = ModelConfig()
-    render: RenderConfig = RenderConfig()
-    batch_size: int = 4
-    drop_policy: DropPolicy | None = None  # None: wait for files, drop-oldest for live sources
-    queue_size: int | None = None  # None: sized from the batch size
-    progress: bool = True
+    timeout: float = 10.0  # network open/read timeout
+    reconnect: int | None = None  # live streams: reconnect attempts in a row (None: keep trying)
+    reconnect_max_delay: float = 30.0  # longest wait between two attempts (exponential backoff from 0.5 s)
+    duration: float | None = None  # seconds of input to process (live: wall clock); None: all
+
+    def __post_init__(self) -> None:
+        for name in ("duration", "timeout", "reconnect_max_delay"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"invalid --{name.replace('_', '-')} {value}: expected a positive time")
+        if self.reconnect is not None and self.reconnect < 0:
+            raise InputError(f"invalid --reconnect {self.reconnect}: expected 0 or more attempts")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputConfig:
+    """Where results go. With several sources, ``output`` is a folder or a ``{name}``/``{index}`` pattern,
+    and ``json_path``/``masks_dir`` get one file or folder per source."""
+
+    output: Path | None = None  # video, image or folder
+    display: bool = False  # a window
     json_path: Path | None = None  # JSON Lines export
     json_masks: bool = False  # ... with COCO RLE masks
     masks_dir: Path | None = None  # one label-map PNG per frame
-    duration: float | None = None  # seconds of input to process (live: wall clock); None: all
     segment_time: float | None = None  # rotate the output video every this many seconds
-    reconnect: int | None = None  # live streams: reconnect attempts in a row (None: keep trying)
-    reconnect_max_delay: float = 30.0  # longest wait between two attempts (exponential backoff from 0.5 s)
-    timeout: float = 10.0  # network open/read timeout
     serve: str | None = None  # [HOST:]PORT of the browser live view
     serve_token: str | None = None  # required (and checked on every request) when serving beyond 127.0.0.1
 
     def __post_init__(self) -> None:
+        if self.json_masks and self.json_path is None:
+            raise InputError("--json-masks needs --json PATH")
+        if self.segment_time is not None and self.segment_time <= 0:
+            raise InputError(f"invalid --segment-time {self.segment_time}: expected a positive time")
+        if self.segment_time is not None and self.output is None:
+            raise InputError("--segment-time needs -o OUTPUT.mp4")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything one run needs. ``sources`` are paths, URLs or ``camera:N``; several are batched together."""
+
+    sources: tuple[str, ...]
+    model: ModelConfig = ModelConfig()
+    render: RenderConfig = RenderConfig()
+    outputs: OutputConfig = OutputConfig()
+    input: InputConfig = InputConfig()
+    batch_size: int = 4
+    drop_policy: DropPolicy | None = None  # None: wait for files, drop-oldest for live sources
+    queue_size: int | None = None  # None: sized from the batch size
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        if not self.sources:
+            raise InputError("give an INPUT (file, folder, URL) or --camera N")
         if self.batch_size < 1:
             raise InputError(f"invalid batch size {self.batch_size}: expected 1 or more")
         if self.queue_size is not None and self.queue_size < 1:
             raise InputError(f"invalid queue size {self.queue_size}: expected 1 or more")
-        if self.json_masks and self.json_path is None:
-            raise InputError("--json-masks needs --json PATH")
         if self.drop_policy is not None:
             object.__setattr__(self, "drop_policy", DropPolicy(self.drop_policy))
-        for name in ("duration", "segment_time", "timeout", "reconnect_max_delay"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise InputError(f"invalid --{name.replace('_', '-')} {value}: expected a positive time")
-        if self.segment_time is not None and self.output is None:
-            raise InputError("--segment-time needs -o OUTPUT.mp4")
-        if self.reconnect is not None and self.reconnect < 0:
-            raise InputError(f"invalid --reconnect {self.reconnect}: expected 0 or more attempts")
 
     @property
     def channel_size(self) -> int:

@@ -9,24 +9,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 from .errors import OutputError, WriteError
 from .frames import SegmentationResult
-from .resources import Closing, short_message
+from .resources import Closing, check_parent_folder, short_message
+from .roles import Export  # noqa: F401  (the role these implement)
 
 VOID_8BIT = 255  # "no segment" in an 8-bit mask PNG
 VOID_16BIT = 65535  # ... and in a 16-bit one
-
-
-@runtime_checkable
-class Export(Protocol):
-    def write(self, result: SegmentationResult) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def rle_encode(mask: np.ndarray) -> dict:
@@ -64,6 +57,7 @@ class JsonLinesExport(Closing):
     def __init__(self, path: str | Path, *, masks: bool = False) -> None:
         self.path = Path(path)
         self.masks = masks
+        check_parent_folder(self.path)
         try:
             self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
@@ -89,6 +83,10 @@ class JsonLinesExport(Closing):
             raise WriteError(f"cannot write {self.path}: {short_message(exc)}") from exc
         self.records += 1
 
+    @property
+    def written(self) -> list[Path]:
+        return [self.path]
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
@@ -106,14 +104,14 @@ class MaskPngExport(Closing):
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise OutputError(f"--masks must be a folder: {self.folder}")
-        if not self.folder.resolve().parent.is_dir():
-            raise OutputError(f"output folder does not exist: {self.folder.resolve().parent} (for {self.folder})")
+        check_parent_folder(self.folder)
         try:
             self.folder.mkdir(exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create {self.folder}: {short_message(exc)}") from exc
         self.colours = colours
         self.frames_written = 0
+        self._written: list[Path] = []
 
     def write(self, result: SegmentationResult) -> None:
         if result.segment_map is not None:
@@ -142,6 +140,11 @@ class MaskPngExport(Closing):
         except OSError as exc:
             raise WriteError(f"cannot write {target}: {short_message(exc)}") from exc
         self.frames_written += 1
+        self._written.append(target)
+
+    @property
+    def written(self) -> list[Path]:
+        return list(self._written)
 
     def close(self) -> None:
         pass

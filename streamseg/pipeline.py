@@ -1,31 +1,33 @@
 """Capture threads, one inference thread, one render thread and bounded channels, supervised by the caller.
 
-    capture[i] --frames[i]--> inference --results--> render --> sink[i]
-    (source i)               (segmenter)            (renderer[i], exports[i])
+    capture[i] --frames[i]--> inference --results--> render --> exports[i], sink[i]
+    (source i)               (segment)              (draw[i])
 
-A run has one or more *routes* (source -> renderer, exports, sink). With one route this
-is the plain file-to-file or camera-to-window pipeline; with several, frames of all
-sources are batched into one forward and each result goes back to its own route.
+A run has one or more *routes* (source -> draw, exports, sink); a single file or camera is
+one route. Frames of all routes are batched together into one call of ``segment`` and
+each result goes back to its own route.
 
 * ``capture[i]`` owns source i: it iterates it and puts frames into ``frames[i]``.
   The channel's policy is WAIT (lossless) for files and DROP_OLDEST for live
   sources, unless the caller names one; drops are counted per source.
-* ``inference`` owns the segmenter: it takes up to ``batch_size`` frames, round-robin
-  over the sources (on live sources it waits at most one frame interval for a batch
-  to fill), runs them and puts results into ``results`` (always WAIT: never dropped).
-* ``render`` owns the renderers, the exports and the sinks: it writes each result to
-  its route's exports (JSON Lines, mask PNGs), draws it, writes it to its sink, and
-  closes every export and sink when it ends, whatever the reason.
+* ``inference`` owns ``segment`` (the model): it takes up to ``batch_size`` frames,
+  round-robin over the sources (on live sources it waits at most one frame interval
+  for a batch to fill), runs them and puts results into ``results`` (always WAIT).
+* ``render`` owns the draw functions, the exports and the sinks: it writes each result
+  to its route's exports, draws it, writes it to the route's sink, and closes every
+  export and sink when it ends, whatever the reason.
 
-Stop and errors: :meth:`Pipeline.request_stop` (Ctrl-C, a window's ``q``) sets
-the one stop event; capture stops reading and the frames already read flow to
-the sink. The first exception in any thread is stored and also sets the stop
-event and the abort flag: inference runs no further batch, render writes what
-was already inferred and closes the sink, and :meth:`Pipeline.run` re-raises the
-error in the caller. Each producer closes its channel from ``finally`` and each
-consumer cancels its channel from ``finally``, so no thread waits forever on a
-dead neighbour. With several sources, a source that fails ends only its own route
-(its error is kept in ``route.error`` and reported); the others go on.
+Stop and errors: :meth:`Pipeline.request_stop` (Ctrl-C, a window's ``q``) sets the one
+stop event; capture stops reading and the frames already read flow to the sinks. A
+source that fails ends its own route: its error is kept in ``route.error``, its channel
+closes, the frames it gave are still segmented and written, and the other routes go on.
+Any other exception (model, drawing, a sink) is stored, sets the stop event and the abort
+flag: inference runs no further batch, render writes what was already inferred and closes
+the sinks. :meth:`Pipeline.run` re-raises that error in the caller, or the first route's
+error when every route failed. Each producer closes its channel from ``finally`` and each
+consumer cancels its channel from ``finally``, so no thread waits forever on a dead neighbour.
+
+This module knows the roles (:mod:`streamseg.roles`), not the model, renderer or sinks behind them.
 """
 
 from __future__ import annotations
@@ -42,68 +44,15 @@ from dataclasses import dataclass, field
 from .channel import END, Channel
 from .config import DropPolicy
 from .errors import Stopped
-from .exports import Export
 from .frames import Frame, SegmentationResult
-from .model import Segmenter
-from .render import Renderer
 from .resources import close_all
-from .sinks import Sink
-from .sources import Source
+from .roles import DrawFn, Export, SegmentFn, Sink, Source
+from .stats import RunStats
 
 log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds between checks of the abort flag while waiting
 _FPS_WINDOW = 30  # frames over which the drawn frame rate is measured
-_LATENCY_WINDOW = 500  # frames over which latency percentiles are taken
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent in each stage and how many items it handled (written by that stage's thread only)."""
-
-    seconds: float = 0.0
-    items: int = 0
-
-    @property
-    def mean_ms(self) -> float:
-        return 1000 * self.seconds / self.items if self.items else 0.0
-
-
-@dataclass
-class RunStats:
-    frames_read: int = 0
-    frames_inferred: int = 0
-    frames_written: int = 0
-    frames_dropped: int = 0
-    batches: int = 0
-    wall_seconds: float = 0.0
-    completed: bool = False  # the source was read to its end (or to --duration)
-    live: bool = False  # the source runs at its own pace (latency is reported for these)
-    reconnects: int = 0  # a live stream that failed or ended and came back
-    gap_seconds: float = 0.0  # wall-clock time lost to reconnects
-    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))  # capture -> written
-    stages: dict[str, StageTimes] = field(default_factory=lambda: {
-        "decode": StageTimes(), "inference": StageTimes(), "render": StageTimes(), "write": StageTimes()})
-
-    @property
-    def fps(self) -> float:
-        return self.frames_written / self.wall_seconds if self.wall_seconds else 0.0
-
-    def latency_percentiles(self) -> dict[str, float]:
-        """Capture-to-written latency over the last frames, in ms: ``{"p50": ..., "p95": ...}`` (0 when none)."""
-        values = sorted(self.latency_ms)
-        if not values:
-            return {"p50": 0.0, "p95": 0.0}
-        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-        return {"p50": pick(0.5), "p95": pick(0.95)}
-
-    def summary(self) -> str:
-        stages = ", ".join(f"{name} {st.mean_ms:.1f}" for name, st in self.stages.items())
-        gaps = f", reconnects {self.reconnects} ({self.gap_seconds:.1f} s lost)" if self.reconnects else ""
-        lat = self.latency_percentiles()
-        latency = f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms; " if self.live else ""
-        return (f"frames read {self.frames_read}, written {self.frames_written}, dropped {self.frames_dropped}{gaps}; "
-                f"{latency}{self.fps:.1f} fps over {self.wall_seconds:.1f} s; mean ms per frame: {stages}")
 
 
 @dataclass
@@ -111,7 +60,7 @@ class Route:
     """One source and where its results go. ``stats`` and ``error`` are filled in while running."""
 
     source: Source
-    renderer: Renderer | Callable[..., object]
+    renderer: DrawFn
     sink: Sink
     exports: Sequence[Export] = ()
     stats: RunStats = field(default_factory=RunStats)
@@ -119,22 +68,16 @@ class Route:
 
 
 class Pipeline:
-    """Runs sources through one segmenter into their sinks. Call :meth:`run` once.
+    """Runs the routes' sources through one ``segment`` function into their sinks. Call :meth:`run` once."""
 
-    ``Pipeline(source, segmenter, renderer, sink)`` for one source; :meth:`multi` for several.
-    """
-
-    def __init__(self, source: Source, segmenter: Segmenter | Callable[[list[Frame]], list[SegmentationResult]],
-                 renderer: Renderer | Callable[..., object], sink: Sink, *, batch_size: int = 4,
+    def __init__(self, routes: Sequence[Route], segment: SegmentFn, *, batch_size: int = 4,
                  channel_size: int | None = None, drop_policy: DropPolicy | None = None,
-                 on_frame: Callable[[RunStats], None] | None = None,
-                 on_result: Callable[[SegmentationResult], None] | None = None, exports: Sequence[Export] = (),
-                 join_timeout: float = 2.0, duration: float | None = None,
-                 routes: Sequence[Route] | None = None) -> None:
-        self.routes = list(routes) if routes else [Route(source, renderer, sink, list(exports))]
-        first = self.routes[0]
-        self.source, self.sink, self.renderer, self.exports = first.source, first.sink, first.renderer, first.exports
-        self._segment = segmenter.segment if isinstance(segmenter, Segmenter) else segmenter
+                 duration: float | None = None, on_frame: Callable[[RunStats], None] | None = None,
+                 on_result: Callable[[SegmentationResult], None] | None = None, join_timeout: float = 2.0) -> None:
+        if not routes:
+            raise ValueError("a pipeline needs at least one route")
+        self.routes = list(routes)
+        self._segment = segment
         self.batch_size = batch_size
         size = channel_size or max(2, 2 * batch_size)
         self._arrived = threading.Event()  # some frames channel got an item (or closed)
@@ -143,13 +86,13 @@ class Pipeline:
             route.stats.live = bool(route.source.live)
             policy = drop_policy or (DropPolicy.DROP_OLDEST if route.source.live else DropPolicy.WAIT)
             self.channels.append(Channel(size, policy, name=f"frames[{i}]", on_put=self._arrived.set))
-        self.frames = self.channels[0]
         self.results: Channel[SegmentationResult] = Channel(max(size, len(self.routes)), DropPolicy.WAIT,
                                                             name="results")
-        self.stats = first.stats if len(self.routes) == 1 else RunStats()
+        self.stats = RunStats()  # the whole run; filled in by run()
         self.stop_event = threading.Event()
         self._abort = threading.Event()
         self._error: BaseException | None = None
+        self._route_errors: list[BaseException] = []  # in the order they happened
         self._error_lock = threading.Lock()
         self._on_frame = on_frame
         self._on_result = on_result
@@ -158,12 +101,6 @@ class Pipeline:
         live_fps = [r.source.fps or 25.0 for r in self.routes if r.source.live]
         self._batch_wait = 1.0 / max(live_fps) if live_fps else None  # live: at most one frame interval
         self.duration = duration  # seconds of input (by the frames' timestamps) to read; None: all
-
-    @classmethod
-    def multi(cls, routes: Sequence[Route], segmenter, **kwargs) -> Pipeline:
-        """Several sources, batched together into one forward; each result returns to its own route."""
-        first = routes[0]
-        return cls(first.source, segmenter, first.renderer, first.sink, routes=routes, **kwargs)
 
     # -- control (any thread) ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -210,7 +147,6 @@ class Pipeline:
         stats, source = route.stats, route.source
         st = stats.stages["decode"]
         first: float | None = None  # the first frame's time, for --duration
-        tag = len(self.routes) > 1
         try:
             it = iter(source)
             while not self.stop_event.is_set():
@@ -229,14 +165,16 @@ class Pipeline:
                         break
                 st.items += 1
                 stats.frames_read += 1
-                channel.put(dataclasses.replace(frame, source=i) if tag else frame)
+                channel.put(frame if frame.source == i else dataclasses.replace(frame, source=i))
         except Stopped:
             pass
-        except Exception as exc:
-            if len(self.routes) == 1:
-                raise
-            route.error = exc  # one dead source does not stop the others
-            log.error("%s: %s", getattr(source, "description", f"source {i}"), exc)
+        except Exception as exc:  # a dead source ends its own route only
+            with self._error_lock:
+                route.error = exc
+                self._route_errors.append(exc)
+                others = sum(1 for r in self.routes if r.error is None)
+            if others:  # with no other route left, run() raises it: nothing to log
+                log.error("%s: %s (the other sources go on)", getattr(source, "description", f"source {i}"), exc)
         finally:
             channel.close()
 
@@ -284,6 +222,7 @@ class Pipeline:
 
     def _infer(self) -> None:
         self._ended = [False] * len(self.routes)
+        self._batches = 0
         self._turn = -1
         try:
             while (batch := self._next_batch()) is not None:
@@ -295,9 +234,7 @@ class Pipeline:
                     st.stages["inference"].seconds += share
                     st.stages["inference"].items += 1
                     st.frames_inferred += 1
-                self.stats.batches += 1
-                if len(self.routes) > 1:
-                    self.stats.frames_inferred += len(batch)
+                self._batches += 1
                 for r in results:
                     self.results.put(r)
         except Stopped:
@@ -347,18 +284,28 @@ class Pipeline:
             self._close_outputs()
 
     def _close_outputs(self) -> None:
-        """Close every export and sink, all of them even when one fails; raise the first failure."""
-        close_all(c for route in self.routes for c in (*route.exports, route.sink))
+        """Close every export and sink, all of them even when one fails; raise the first failure.
+
+        A sink shared by several routes (the live view) is closed once.
+        """
+        seen: set[int] = set()
+        closeables = []
+        for c in (c for route in self.routes for c in (*route.exports, route.sink)):
+            if id(c) not in seen:
+                seen.add(id(c))
+                closeables.append(c)
+        close_all(closeables)
 
     # -- supervision (the caller's thread) ----------------------------------------------------------
     def run(self) -> RunStats:
         """Run to the end of the sources, a stop, or the first error; re-raise that error here.
 
-        A ``KeyboardInterrupt`` in the caller's thread requests a graceful stop; a
-        second one aborts. Either way every sink is closed before this returns.
+        Returns the whole run's figures (each route's are in ``route.stats``). A
+        ``KeyboardInterrupt`` in the caller's thread requests a graceful stop; a second one
+        aborts. Either way every sink is closed before this returns.
         """
         t_start = self._started = time.monotonic()
-        names = [f"capture{i}" if len(self.routes) > 1 else "capture" for i in range(len(self.routes))]
+        names = [f"capture{i}" for i in range(len(self.routes))]
         done = {name: threading.Event() for name in (*names, "inference", "render")}
         targets = [(name, functools.partial(self._capture, i)) for i, name in enumerate(names)]
         targets += [("inference", self._infer), ("render", self._render)]
@@ -399,20 +346,13 @@ class Pipeline:
             st.reconnects = getattr(route.source, "reconnects", 0)
             st.gap_seconds = getattr(route.source, "gap_seconds", 0.0)
             st.wall_seconds = wall
-        if len(self.routes) > 1:  # the whole run
-            agg = self.stats
-            for route in self.routes:
-                for name in ("frames_read", "frames_written", "frames_dropped", "reconnects"):
-                    setattr(agg, name, getattr(agg, name) + getattr(route.stats, name))
-                agg.gap_seconds += route.stats.gap_seconds
-                for name, stage in route.stats.stages.items():
-                    agg.stages[name].seconds += stage.seconds
-                    agg.stages[name].items += stage.items
-            agg.completed = all(r.stats.completed or r.error is not None for r in self.routes)
-            agg.live = any(r.stats.live for r in self.routes)
-            agg.wall_seconds = wall
+        self.stats = RunStats.total((r.stats for r in self.routes), batches=getattr(self, "_batches", 0),
+                                    wall_seconds=wall,
+                                    completed=all(r.stats.completed or r.error is not None for r in self.routes))
         if self._error is not None:
             raise self._error
+        if all(r.error is not None for r in self.routes):  # nothing succeeded: the run failed
+            raise self._route_errors[0]
         return self.stats
 
     def _guard(self, fn: Callable[[], None], done: threading.Event) -> None:

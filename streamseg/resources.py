@@ -1,9 +1,12 @@
-"""Helpers shared by sources, sinks and the pipeline: the context-manager base, closing many, short error text."""
+"""Helpers shared by sources, sinks, exports and the pipeline: the context-manager base, closing many, short
+error text, file-name-safe names, and the one rule for output folders."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class Closing:
@@ -39,3 +42,17 @@ def safe_name(text: str, default: str) -> str:
 def short_message(exc: BaseException) -> str:
     """The first line of an exception's text (at most 200 characters), or its type's name."""
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def check_parent_folder(path: Path) -> None:
+    """The one rule for every output: its folder must exist and be writable; the output itself is created.
+
+    Raises :class:`~streamseg.errors.OutputError` naming the folder and the output.
+    """
+    from .errors import OutputError
+
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise OutputError(f"output folder does not exist: {folder} (for {path})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder} (for {path})")

@@ -24,7 +24,7 @@ import cv2
 
 from .errors import InputError, OutputError
 from .frames import Frame
-from .sinks import SinkBase
+from .roles import SinkBase
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class PreviewServer(SinkBase):
                                         name="streamseg-serve", daemon=True)
         self._thread.start()
         self._closed = False
-        log.warning("live view: %s", self.url + (f"?token={token}" if token else ""))
+        log.info("live view: %s", self.url)
 
     # -- the render thread ------------------------------------------------------------------
     def write(self, frame: Frame) -> None:

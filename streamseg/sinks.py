@@ -1,4 +1,5 @@
-"""Where annotated frames go: an MP4 file, images, a window, or nowhere.
+"""Where annotated frames go besides video files (:mod:`streamseg.video_files`): images, a window, several
+sinks at once, or nowhere.
 
 A sink is created in the caller's thread (so an unwritable output fails before
 any worker starts), then written and closed by one thread: the pipeline's render
@@ -9,313 +10,22 @@ its end, so a sink can tell a complete run from a stopped one.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-import av
-import numpy as np
 from PIL import Image
 
 from .errors import OutputError, WriteError
 from .frames import Frame
-from .resources import Closing, close_all, short_message
+from .resources import check_parent_folder, close_all, short_message
+from .roles import Sink, SinkBase
+from .video_files import VIDEO_SUFFIXES, SegmentedVideoSink, VideoFileSink, segment_path  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
-# Audio codecs that an MP4/MOV/MKV file can carry as they are; others are re-encoded to AAC.
-_FRAGMENT_SECONDS = 2.0  # live recordings: the most that a crash can lose
-_COPYABLE_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"})
-
-
-@runtime_checkable
-class Sink(Protocol):
-    def write(self, frame: Frame) -> None: ...
-
-    def finish(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class SinkBase(Closing):
-    """A context manager whose ``finish()`` does nothing: most sinks need no end-of-input step."""
-
-    def finish(self) -> None:
-        """The source was read to its end."""
-
-
-def _check_writable_dir(folder: Path, what: Path) -> None:
-    if not folder.is_dir():
-        raise OutputError(f"output folder does not exist: {folder} (for {what})")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder is not writable: {folder} (for {what})")
-
-
-
-
-class _AudioCopy:
-    """Copies (or, when the container cannot hold it, re-encodes to AAC) the audio of ``src`` into ``out``.
-
-    Packets are muxed up to the video time written so far, so a stopped run has
-    audio as long as its video.
-    """
-
-    def __init__(self, src: str, out: av.container.OutputContainer) -> None:
-        self._in = av.open(src)
-        try:
-            in_stream = self._in.streams.audio[0]
-            if in_stream.codec_context is None or not in_stream.time_base:
-                raise ValueError("the audio stream has no usable codec parameters")
-            self._tb = in_stream.time_base
-            self._copy = in_stream.codec_context.name in _COPYABLE_AUDIO
-            if self._copy:
-                self._out_stream = out.add_stream_from_template(in_stream)
-            else:
-                self._out_stream = out.add_stream("aac", rate=in_stream.codec_context.sample_rate or 48_000)
-                self._out_stream.layout = in_stream.codec_context.layout
-            self._packets = self._in.demux(in_stream)
-        except BaseException:
-            self._in.close()
-            raise
-        self._out = out
-        self._pending: av.Packet | None = None
-        self._done = False
-
-    def copy_until(self, seconds: float) -> None:
-        while not self._done:
-            packet = self._pending
-            self._pending = None
-            if packet is None:
-                try:
-                    packet = next(self._packets)
-                except (StopIteration, av.FFmpegError):
-                    self._end()
-                    return
-            if packet.dts is None and packet.size == 0:
-                continue
-            if packet.pts is not None and float(packet.pts * self._tb) > seconds:
-                self._pending = packet
-                return
-            if self._copy:
-                packet.stream = self._out_stream
-                self._out.mux(packet)
-            else:
-                for frame in packet.decode():
-                    frame.pts = None
-                    self._out.mux(self._out_stream.encode(frame))
-
-    def _end(self) -> None:
-        self._done = True
-        if not self._copy:
-            self._out.mux(self._out_stream.encode(None))
-
-    def close(self) -> None:
-        if not self._done:
-            self._end()
-        self._in.close()
-
-
-class VideoFileSink(SinkBase):
-    """An H.264 (yuv420p) MP4/MOV/MKV file with ``+faststart``, the frames' own timestamps,
-    and the audio of ``audio_from`` when given.
-
-    The file is created at once; streams are set up from the first frame. ``close()``
-    always flushes the encoder and finalises the file, also after an error.
-    """
-
-    def __init__(self, path: str | Path, *, audio_from: str | None = None, fps: float | None = None,
-                 crf: int = 20, preset: str = "veryfast", live: bool = False) -> None:
-        self.path = Path(path)
-        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise OutputError(f"unsupported video output {self.path}: use one of {', '.join(sorted(VIDEO_SUFFIXES))}")
-        _check_writable_dir(self.path.resolve().parent, self.path)
-        if self.path.is_dir():
-            raise OutputError(f"output is a folder, not a file: {self.path}")
-        self._audio_from = audio_from
-        self._fps = fps or 25.0
-        self._crf, self._preset = crf, preset
-        # Recordings of live sources are fragmented (a self-contained fragment every keyframe, 2 s apart):
-        # a crash, a kill or a full disk leaves a file that plays up to the last fragment. Files are
-        # written with the index in front (+faststart) for browsers.
-        self._fragmented = live
-        self._origin: int | None = None if live else 0  # live: the file starts at its first frame's time
-        if self.path.suffix.lower() == ".mkv":
-            container_options = {}
-        elif live:
-            container_options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
-        else:
-            container_options = {"movflags": "+faststart"}
-        try:
-            with open(self.path, "wb"):  # FFmpeg opens the file only at the first frame: fail here instead
-                pass
-            self._out = av.open(str(self.path), mode="w", container_options=container_options)
-        except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot create {self.path}: {short_message(exc)}") from exc
-        self._stream: av.VideoStream | None = None
-        self._audio: _AudioCopy | None = None
-        self._last_pts: int | None = None
-        self._key_at: int | None = None  # live: the last forced keyframe
-        self._last_seconds = 0.0
-        self._complete = False
-        self._closed = False
-        self.frames_written = 0
-
-    def _start(self, frame: Frame) -> None:
-        width, height = frame.size
-        tb = frame.time_base or Fraction(1, int(round(self._fps * 1000)))
-        stream = self._out.add_stream("libx264", rate=Fraction(self._fps).limit_denominator(1001))
-        stream.width, stream.height = width + width % 2, height + height % 2
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = tb
-        stream.codec_context.time_base = tb
-        options = {"crf": str(self._crf), "preset": self._preset}
-        if self._fragmented:  # live: each frame leaves the encoder at once (no look-ahead, no B-frames)
-            options["tune"] = "zerolatency"
-        stream.codec_context.options = options
-        stream.thread_type = "AUTO"
-        self._stream = stream
-        if self._audio_from:
-            try:
-                self._audio = _AudioCopy(self._audio_from, self._out)
-            except (av.FFmpegError, IndexError, ValueError) as exc:
-                log.warning("audio of %s not copied: %s", self._audio_from, short_message(exc))
-
-    def write(self, frame: Frame) -> None:
-        if self._closed:
-            raise OutputError(f"write to closed output {self.path}")
-        if self._stream is None:
-            self._start(frame)
-        img = frame.image
-        if img.shape[0] % 2 or img.shape[1] % 2:  # yuv420p needs even sizes: repeat the last row/column
-            img = np.pad(img, ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0)), mode="edge")
-        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-        tb = self._stream.codec_context.time_base
-        if frame.pts is not None and frame.time_base is not None:
-            pts = int(round(frame.pts * frame.time_base / tb))
-            if self._origin is None:
-                self._origin = pts
-            pts -= self._origin
-        else:
-            pts = int(round(frame.index / self._fps / tb))
-        if self._last_pts is not None and pts <= self._last_pts:
-            log.warning("frame %d: timestamp %d not after %d; moved forward", frame.index, pts, self._last_pts)
-            pts = self._last_pts + 1
-        vf.pts, vf.time_base = pts, tb
-        if self._fragmented and (self._key_at is None or float((pts - self._key_at) * tb) >= _FRAGMENT_SECONDS):
-            vf.pict_type = av.video.frame.PictureType.I  # a keyframe, so a fragment, every 2 s of time
-            self._key_at = pts
-        self._last_pts = pts
-        self._last_seconds = float(pts * tb)
-        try:
-            if self._audio is not None:
-                self._audio.copy_until(self._last_seconds)
-            self._out.mux(self._stream.encode(vf))
-        except (av.FFmpegError, OSError) as exc:
-            raise WriteError(f"cannot write {self.path}: {short_message(exc)}") from exc
-        self.frames_written += 1
-
-    def finish(self) -> None:
-        self._complete = True
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._stream is not None:
-                self._out.mux(self._stream.encode(None))
-                if self._audio is not None:
-                    # A complete run keeps all of its audio; a stopped one ends with its video.
-                    self._audio.copy_until(float("inf") if self._complete else self._last_seconds + 1 / self._fps)
-        except (av.FFmpegError, OSError) as exc:
-            raise WriteError(f"cannot finish {self.path}: {short_message(exc)}") from exc
-        finally:
-            if self._audio is not None:
-                self._audio.close()
-            try:
-                self._out.close()
-            except (av.FFmpegError, OSError) as exc:
-                raise WriteError(f"cannot finish {self.path}: {short_message(exc)}") from exc
-            finally:
-                if self.frames_written == 0:  # no frame ever came: leave no empty, unplayable file behind
-                    self.path.unlink(missing_ok=True)
-
-
-def segment_path(path: Path, number: int, start: float) -> Path:
-    """The file of segment ``number`` (0-based) starting at ``start`` (a ``time.time()``).
-
-    A name holding ``%`` is a ``strftime`` pattern of the segment's local start time
-    (``rec-%Y%m%d-%H%M%S.mp4``); any other name gets a 3-digit number: ``rec.mp4`` ->
-    ``rec-000.mp4``, ``rec-001.mp4``...
-    """
-    if "%" in path.name:
-        import time as _time
-
-        return path.with_name(_time.strftime(path.name, _time.localtime(start)))
-    return path.with_name(f"{path.stem}-{number:03d}{path.suffix}")
-
-
-class SegmentedVideoSink(SinkBase):
-    """Rotating video files of ``segment_seconds`` each (``--segment-time``), named by :func:`segment_path`.
-
-    A segment is finalised (closed, playable) as soon as the next one starts; each starts
-    at time 0 and with a keyframe. Rotation follows the frames' timestamps, so a live
-    source's segments follow the wall clock. ``files`` lists what was written.
-    """
-
-    def __init__(self, path: str | Path, segment_seconds: float, *, fps: float | None = None,
-                 live: bool = True, clock: Callable[[], float] | None = None) -> None:
-        import time as _time
-
-        self.path = Path(path)
-        if segment_seconds <= 0:
-            raise OutputError(f"--segment-time must be positive, got {segment_seconds}")
-        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise OutputError(f"--segment-time writes video files; {self.path} is not one "
-                              f"({', '.join(sorted(VIDEO_SUFFIXES))})")
-        _check_writable_dir(self.path.resolve().parent, self.path)
-        self.segment_seconds = segment_seconds
-        self._fps, self._live = fps, live
-        self._clock = clock or _time.time
-        self._current: VideoFileSink | None = None
-        self._origin: float | None = None  # input time (s) of the first frame
-        self._segment_start = 0.0  # input time (s) of the current segment's first frame: its time 0
-        self._number = -1
-        self.files: list[Path] = []
-        self._closed = False
-
-    def write(self, frame: Frame) -> None:
-        if self._closed:
-            raise OutputError(f"write to closed output {self.path}")
-        t = frame.time(self._fps)
-        self._origin = t if self._origin is None else self._origin
-        number = int((t - self._origin) // self.segment_seconds)  # segment k holds [k, k + 1) * segment_seconds
-        if self._current is not None and number != self._number:
-            current, self._current = self._current, None
-            current.close()
-            log.info("segment finished: %s", current.path)
-        if self._current is None:
-            path = segment_path(self.path, len(self.files), self._clock())
-            if path in self.files:  # a strftime name that repeats (segments shorter than its resolution)
-                path = path.with_name(f"{path.stem}-{len(self.files):03d}{path.suffix}")
-            self._current = VideoFileSink(path, fps=self._fps, live=self._live)
-            self._segment_start, self._number = t, number
-            self.files.append(path)
-        tb = frame.time_base
-        rebased = None if frame.pts is None or tb is None else frame.pts - round(self._segment_start / tb)
-        self._current.write(dataclasses.replace(frame, pts=rebased) if rebased is not None else frame)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self._current is not None:
-                self._current.close()
 
 
 class ImageSink(SinkBase):
@@ -331,17 +41,19 @@ class ImageSink(SinkBase):
         if folder:
             if self.path.exists() and not self.path.is_dir():
                 raise OutputError(f"output exists and is not a folder: {self.path}")
-            _check_writable_dir(self.path.resolve().parent, self.path)
+            check_parent_folder(self.path)
             try:
                 self.path.mkdir(exist_ok=True)
             except OSError as exc:
                 raise OutputError(f"cannot create output folder {self.path}: {short_message(exc)}") from exc
-            _check_writable_dir(self.path, self.path)
+            if not os.access(self.path, os.W_OK | os.X_OK):
+                raise OutputError(f"output folder is not writable: {self.path}")
         else:
             if self.path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise OutputError(f"unsupported image output {self.path}: use one of {', '.join(sorted(IMAGE_SUFFIXES))}")
-            _check_writable_dir(self.path.resolve().parent, self.path)
+            check_parent_folder(self.path)
         self.frames_written = 0
+        self._written: list[Path] = []
 
     def write(self, frame: Frame) -> None:
         if self.folder:
@@ -355,6 +67,11 @@ class ImageSink(SinkBase):
         except (OSError, ValueError) as exc:
             raise WriteError(f"cannot write {target}: {short_message(exc)}") from exc
         self.frames_written += 1
+        self._written.append(target)
+
+    @property
+    def written(self) -> list[Path]:
+        return list(self._written)
 
     def close(self) -> None:
         pass
@@ -434,6 +151,10 @@ class TeeSink(SinkBase):
     def finish(self) -> None:
         for s in self.sinks:
             s.finish()
+
+    @property
+    def written(self) -> list[Path]:
+        return [path for s in self.sinks for path in getattr(s, "written", [])]
 
     def close(self) -> None:
         close_all(self.sinks)

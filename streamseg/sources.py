@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 import av
@@ -25,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import SourceError
 from .frames import Frame
 from .resources import Closing, short_message
+from .roles import Source
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +34,8 @@ VIDEO_FILE_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"
 STILL_FPS = 25  # the rate a folder of stills gets when written as a video
 
 
-@runtime_checkable
-class Source(Protocol):
-    """Yields frames in order. ``live`` sources run at their own pace and may drop frames."""
-
-    live: bool
-    fps: float | None
-    expected_frames: int | None
-    audio_path: str | None
-    description: str
-
-    def __iter__(self) -> Iterator[Frame]: ...
-
-    def close(self) -> None: ...
-
-
-
-
 def is_url(spec: str) -> bool:
     return urlparse(spec).scheme.lower() in STREAM_SCHEMES
-
-
 
 
 class VideoSource(Closing):
@@ -67,6 +48,7 @@ class VideoSource(Closing):
 
     def __init__(self, spec: str, *, live: bool | None = None, timeout: float = 10.0) -> None:
         self.spec = spec
+        self._timeout = timeout
         url = is_url(spec)
         if url:
             path_suffix = Path(urlparse(spec).path).suffix.lower()
@@ -124,12 +106,30 @@ class VideoSource(Closing):
         except av.FFmpegError as exc:
             if self.live:
                 raise SourceError(f"stream failed: {self.spec} ({short_message(exc)})") from exc
+            if index == 0 and is_url(self.spec) and not _accepts_ranges(self.spec, self._timeout):
+                # FFmpeg read through the whole file to find the index, and cannot go back to the first frame.
+                raise SourceError(f"cannot play {self.spec} while downloading it: its index (moov) is at the end of "
+                                  "the file and the server does not support range requests (seeking); download it "
+                                  "first, or remux it with ffmpeg -i IN -c copy -movflags +faststart OUT") from exc
             raise SourceError(f"corrupt video: {self.spec} at frame {index} ({short_message(exc)})") from exc
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._container.close()
+
+
+def _accepts_ranges(url: str, timeout: float) -> bool:
+    """Whether an http(s) server answers a range request with a part (206); ``True`` when unsure."""
+    from urllib.request import Request, urlopen
+
+    if not url.lower().startswith("http"):
+        return True
+    try:
+        with urlopen(Request(url, headers={"Range": "bytes=0-0", "User-Agent": "streamseg"}), timeout=timeout) as r:
+            return r.status == 206
+    except (OSError, ValueError):
+        return True
 
 
 def _first_then(first: Source, opener: Callable[[], Source]) -> Callable[[], Source]:
@@ -356,11 +356,16 @@ class ReconnectingSource(Closing):
 
 def open_source(spec: str, *, camera: int | None = None, timeout: float = 10.0, reconnect: int | None = None,
                 reconnect_max_delay: float = 30.0) -> Source:
-    """The right source for a path, URL or camera index. Raises :class:`SourceError`.
+    """The right source for a path, URL, ``camera:N`` or camera index. Raises :class:`SourceError`.
 
     Live network streams come back after a failure (``reconnect`` attempts in a row;
     ``None``: no limit) and are timed by the wall clock.
     """
+    if camera is None and spec.startswith("camera:"):
+        number = spec.split(":", 1)[1]
+        if not number.isdigit():
+            raise SourceError(f"invalid camera {spec!r}: expected camera:N with N a number (camera:0)")
+        camera = int(number)
     if camera is not None:
         return CameraSource(camera)
     if is_url(spec):

@@ -164,13 +164,12 @@ def test_asking_for_a_gpu_that_is_not_there_fails_fast(ray_address, clips, tiny_
 
 
 def test_without_ray_it_says_how_to_install_it(monkeypatch, tmp_path):
-    from streamseg.batch import run_batch
-    from streamseg.config import ModelConfig, RenderConfig
+    from streamseg.batch import BatchConfig, run_batch
     from streamseg.errors import InputError
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(InputError, match=r"pip install 'streamseg\[ray\]'"):
-        run_batch(["x.mp4"], tmp_path / "o", model=ModelConfig(), render=RenderConfig())
+        run_batch(BatchConfig(inputs=("x.mp4",), outdir=tmp_path / "o"))
 
 
 def test_output_names_are_readable_and_unique(tmp_path):

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 from conftest import SAMPLE_CLIP, decode, save_tiny_segformer, scene_frames
 from streamseg.config import DType, ModelConfig
 from streamseg.errors import InputError, ModelLoadError
-from streamseg.model import PreprocessSpec, Segmenter, resolve_device, resolve_dtype, upsampled_argmax
+from streamseg.model import Segmenter, resolve_device, resolve_dtype
+from streamseg.preprocess import PreprocessSpec
+from streamseg.tensor_ops import upsampled_argmax
 
 
 def test_upsampled_argmax_matches_full_interpolation_on_smooth_logits():
@@ -159,7 +161,7 @@ def test_compiled_model_gives_the_same_labels_as_eager(demo_model):
     compiled = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", compile=True))
     expected = eager(images[:4]) + eager(images[4:])
     got = compiled(images[:4]) + compiled(images[4:])  # the second batch (3 frames) is padded to 4
-    assert compiled._pad_to == 4 and compiled.model is not compiled._eager  # it really ran compiled
+    assert compiled.head._pad_to == 4 and compiled.model is not compiled.eager_model  # it really ran compiled
     assert all(np.array_equal(a, b) for a, b in zip(expected, got))
 
 

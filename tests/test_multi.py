@@ -7,11 +7,12 @@ from fractions import Fraction
 import pytest
 
 from conftest import SAMPLE_CLIP, decode, run_cli, scene_frames, write_clip
-from streamseg.cli import output_paths, source_name
+from fakes import ListSource, RecordingSink, mean_segmenter, renderer
+from streamseg.config import OutputConfig
+from streamseg.outputs import plan_routes, source_name
 from streamseg.errors import OutputError
 from streamseg.exports import read_mask_png
 from streamseg.pipeline import Pipeline, Route
-from test_pipeline import ListSource, RecordingSink, mean_segmenter, renderer
 
 
 def test_frames_of_all_sources_share_batches_and_return_to_their_own_sink():
@@ -24,7 +25,7 @@ def test_frames_of_all_sources_share_batches_and_return_to_their_own_sink():
         batches.append([f.source for f in frames])
         return seg(frames)
 
-    pipeline = Pipeline.multi([Route(a, renderer(), sink_a), Route(b, renderer(), sink_b)], segment, batch_size=4)
+    pipeline = Pipeline([Route(a, renderer(), sink_a), Route(b, renderer(), sink_b)], segment, batch_size=4)
     stats = pipeline.run()
     assert [f.index for f in sink_a.frames] == list(range(30))  # every frame, in order, in its own sink
     assert [f.index for f in sink_b.frames] == list(range(18))
@@ -37,7 +38,7 @@ def test_frames_of_all_sources_share_batches_and_return_to_their_own_sink():
 def test_a_source_that_dies_does_not_stop_the_others():
     good, bad = ListSource(40, interval=0.002), ListSource(40, fail_at=7)
     sink_good, sink_bad = RecordingSink(), RecordingSink()
-    pipeline = Pipeline.multi([Route(good, renderer(), sink_good), Route(bad, renderer(), sink_bad)],
+    pipeline = Pipeline([Route(good, renderer(), sink_good), Route(bad, renderer(), sink_bad)],
                               mean_segmenter(), batch_size=3)
     pipeline.run()  # no exception: the failure belongs to its route
     assert len(sink_good.frames) == 40 and pipeline.routes[0].error is None
@@ -49,20 +50,21 @@ def test_a_source_that_dies_does_not_stop_the_others():
 def test_output_names_never_collide(tmp_path):
     specs = ["a/clip.mp4", "b/clip.mp4", "rtsp://cam.local:554/live/1", "camera:0"]
     assert [source_name(s) for s in specs] == ["clip", "clip", "cam.local-554-live-1", "camera-0"]
-    paths = output_paths(tmp_path / "out", specs)
-    assert [p.name for p in paths] == ["clip.mp4", "clip-1.mp4", "cam.local-554-live-1.mp4", "camera-0.mp4"]
-    assert (tmp_path / "out").is_dir()
-    pattern = output_paths(tmp_path / "seg-{index}-{name}.mkv", specs[:2])
-    assert [p.name for p in pattern] == ["seg-0-clip.mkv", "seg-1-clip-1.mkv"]
+    plans = plan_routes(specs, OutputConfig(output=tmp_path / "out"))
+    assert [p.output.name for p in plans] == ["clip.mp4", "clip-1.mp4", "cam.local-554-live-1.mp4", "camera-0.mp4"]
+    assert all(p.folders == (tmp_path / "out",) for p in plans)  # created when the outputs open
+    assert not (tmp_path / "out").exists()
+    pattern = plan_routes(specs[:2], OutputConfig(output=tmp_path / "seg-{index}-{name}.mkv"))
+    assert [p.output.name for p in pattern] == ["seg-0-clip.mkv", "seg-1-clip-1.mkv"]
     with pytest.raises(OutputError, match="cannot share one file"):
-        output_paths(tmp_path / "one.mp4", specs)
+        plan_routes(specs, OutputConfig(output=tmp_path / "one.mp4"))
 
 
 def test_output_pattern_that_gives_two_inputs_one_file_is_refused(tmp_path):
     with pytest.raises(OutputError, match="gives several inputs the same file"):
-        output_paths(tmp_path / "{name:.1}.mp4", ["a/clip.mp4", "b/clip.mp4"])  # "c" and "c"
+        plan_routes(["a/clip.mp4", "b/clip.mp4"], OutputConfig(output=tmp_path / "{name:.1}.mp4"))  # "c" and "c"
     with pytest.raises(OutputError, match="use {name} and/or {index}"):
-        output_paths(tmp_path / "{camera}.mp4", ["a.mp4", "b.mp4"])
+        plan_routes(["a.mp4", "b.mp4"], OutputConfig(output=tmp_path / "{camera}.mp4"))
 
 
 def test_cli_with_two_files_writes_each_as_the_single_file_run_does(tiny_model, tmp_path):

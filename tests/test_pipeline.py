@@ -2,86 +2,21 @@
 
 import threading
 import time
-from fractions import Fraction
 
-import numpy as np
 import pytest
 
 from conftest import SAMPLE_CLIP
+from fakes import FakeCapture, ListSource, RecordingSink, mean_segmenter, one_route
 from streamseg.config import DropPolicy, ModelConfig, RenderConfig
 from streamseg.errors import SourceError
-from streamseg.frames import Frame, SegmentationResult
 from streamseg.model import Segmenter
-from streamseg.pipeline import Pipeline
 from streamseg.render import Renderer
 from streamseg.sources import CameraSource, VideoSource
 
 
-class ListSource:
-    """Frames from memory; ``live`` ones arrive every ``interval`` seconds; may fail at a given index."""
-
-    audio_path = None
-
-    def __init__(self, n, *, live=False, interval=0.0, fail_at=None, fps=25.0):
-        self.n, self.live, self.interval, self.fail_at, self.fps = n, live, interval, fail_at, fps
-        self.expected_frames = n
-        self.description = "list"
-        self.closed = False
-
-    def __iter__(self):
-        for i in range(self.n):
-            if i == self.fail_at:
-                raise SourceError(f"source broke at {i}")
-            if self.interval:
-                time.sleep(self.interval)
-            yield Frame(index=i, image=np.full((8, 12, 3), i % 256, np.uint8), pts=i, time_base=Fraction(1, 25))
-
-    def close(self):
-        self.closed = True
-
-
-class RecordingSink:
-    def __init__(self, delay=0.0, fail_at=None):
-        self.frames, self.delay, self.fail_at = [], delay, fail_at
-        self.finished = False
-        self.close_calls = 0
-
-    def write(self, frame):
-        if frame.index == self.fail_at:
-            raise OSError("disk on fire")
-        time.sleep(self.delay)
-        self.frames.append(frame)
-
-    def finish(self):
-        self.finished = True
-
-    def close(self):
-        self.close_calls += 1
-
-
-def mean_segmenter(delay=0.0, fail_at=None):
-    """Labels each frame with its mean grey level mod 3: a stand-in model for pipeline mechanics."""
-    calls = []
-
-    def segment(frames):
-        calls.append(len(frames))
-        if fail_at is not None and any(f.index >= fail_at for f in frames):
-            raise RuntimeError("model exploded")
-        time.sleep(delay)
-        return [SegmentationResult(frame=f, label_map=np.full(f.image.shape[:2], int(f.image.mean()) % 3, np.uint8))
-                for f in frames]
-
-    segment.calls = calls
-    return segment
-
-
-def renderer():
-    return Renderer(RenderConfig(alpha=0.5), {0: "a", 1: "b", 2: "c"}, 3)
-
-
 def test_slow_sink_in_lossless_mode_gets_every_frame_in_order():
     sink = RecordingSink(delay=0.002)
-    stats = Pipeline(ListSource(200), mean_segmenter(), renderer(), sink, batch_size=4, channel_size=2).run()
+    stats = one_route(ListSource(200), mean_segmenter(), sink, batch_size=4, channel_size=2).run()
     assert [f.index for f in sink.frames] == list(range(200))
     assert [f.pts for f in sink.frames] == list(range(200))
     assert stats.frames_read == stats.frames_written == 200 and stats.frames_dropped == 0
@@ -90,13 +25,13 @@ def test_slow_sink_in_lossless_mode_gets_every_frame_in_order():
 
 def test_batches_fill_up_to_batch_size_for_files():
     seg = mean_segmenter()
-    Pipeline(ListSource(40), seg, renderer(), RecordingSink(), batch_size=8).run()
+    one_route(ListSource(40), seg, RecordingSink(), batch_size=8).run()
     assert seg.calls == [8] * 5
 
 
 def test_drop_oldest_on_a_fast_live_source_drops_and_counts():
     sink = RecordingSink()
-    stats = Pipeline(ListSource(300, live=True, interval=0.001), mean_segmenter(delay=0.02), renderer(), sink,
+    stats = one_route(ListSource(300, live=True, interval=0.001), mean_segmenter(delay=0.02), sink,
                      batch_size=2, channel_size=2).run()
     assert stats.frames_dropped > 100
     assert stats.frames_written + stats.frames_dropped == stats.frames_read == 300
@@ -107,13 +42,13 @@ def test_drop_oldest_on_a_fast_live_source_drops_and_counts():
 def test_live_batching_waits_at_most_one_frame_interval():
     seg = mean_segmenter()
     # A frame every 50 ms at a nominal 100 fps: a batch never waits 50 ms for a second frame.
-    Pipeline(ListSource(10, live=True, interval=0.05, fps=100.0), seg, renderer(), RecordingSink(), batch_size=8).run()
+    one_route(ListSource(10, live=True, interval=0.05, fps=100.0), seg, RecordingSink(), batch_size=8).run()
     assert max(seg.calls) == 1
 
 
 def test_drop_policy_can_be_overridden_to_wait_on_a_live_source():
-    stats = Pipeline(ListSource(100, live=True, interval=0.0005), mean_segmenter(delay=0.005), renderer(),
-                     RecordingSink(), batch_size=2, channel_size=2, drop_policy=DropPolicy.WAIT).run()
+    stats = one_route(ListSource(100, live=True, interval=0.0005), mean_segmenter(delay=0.005),
+                      RecordingSink(), batch_size=2, channel_size=2, drop_policy=DropPolicy.WAIT).run()
     assert stats.frames_dropped == 0 and stats.frames_written == 100
 
 
@@ -122,7 +57,7 @@ def test_a_failure_in_any_thread_raises_in_the_caller_quickly(where):
     src = ListSource(10_000, fail_at=50 if where == "source" else None)
     seg = mean_segmenter(fail_at=50 if where == "model" else None)
     sink = RecordingSink(fail_at=50 if where == "sink" else None)
-    pipeline = Pipeline(src, seg, renderer(), sink, batch_size=4)
+    pipeline = one_route(src, seg, sink, batch_size=4)
     expected = {"source": (SourceError, "source broke at 50"), "model": (RuntimeError, "model exploded"),
                 "sink": (OSError, "disk on fire")}[where]
     t0 = time.monotonic()
@@ -132,14 +67,14 @@ def test_a_failure_in_any_thread_raises_in_the_caller_quickly(where):
     assert sink.close_calls == 1 and not sink.finished
     # What was inferred before the failure was written, in order, and nothing after it.
     indices = [f.index for f in sink.frames]
-    assert indices == list(range(len(indices))) and len(indices) <= 50 + pipeline.frames.maxsize + 4
+    assert indices == list(range(len(indices))) and len(indices) <= 50 + pipeline.channels[0].maxsize + 4
     assert all(not t.is_alive() for t in threading.enumerate() if t.name.startswith("streamseg-"))
 
 
 def test_request_stop_writes_every_frame_already_read():
     sink = RecordingSink(delay=0.001)
     src = ListSource(100_000, live=False)
-    pipeline = Pipeline(src, mean_segmenter(), renderer(), sink, batch_size=4)
+    pipeline = one_route(src, mean_segmenter(), sink, batch_size=4)
     threading.Timer(0.3, pipeline.request_stop).start()
     stats = pipeline.run()
     assert not stats.completed and not sink.finished
@@ -151,41 +86,17 @@ def test_real_model_on_the_sample_clip(tiny_model):
     seg = Segmenter.load(ModelConfig(name=str(tiny_model), device="cpu"))
     sink = RecordingSink()
     with VideoSource(str(SAMPLE_CLIP)) as src:
-        stats = Pipeline(src, seg, Renderer(RenderConfig(), seg.id2label, seg.num_labels), sink, batch_size=3).run()
+        stats = one_route(src, seg.segment, sink, draw=Renderer(RenderConfig(), seg.id2label, seg.num_labels),
+                          batch_size=3).run()
     assert stats.frames_written == 100 and stats.batches == 34
     assert sink.frames[10].seconds == pytest.approx(0.4)
-
-
-class FakeCapture:
-    """Stands in for cv2.VideoCapture: no webcam exists on a build machine."""
-
-    def __init__(self, index, frames=5, opened=True):
-        self.left, self.opened, self.released = frames, opened, False
-
-    def isOpened(self):
-        return self.opened
-
-    def get(self, prop):
-        return 30.0
-
-    def read(self):
-        if self.left == 0:
-            return False, None
-        self.left -= 1
-        time.sleep(0.01)
-        bgr = np.zeros((6, 4, 3), np.uint8)
-        bgr[..., 0] = 255  # blue in BGR
-        return True, bgr
-
-    def release(self):
-        self.released = True
 
 
 def test_camera_frames_are_rgb_with_wall_clock_timestamps():
     sink = RecordingSink()
     with CameraSource(0, capture_factory=FakeCapture) as cam:
         assert cam.live and cam.fps == 30.0
-        Pipeline(cam, mean_segmenter(), renderer(), sink, batch_size=2).run()
+        one_route(cam, mean_segmenter(), sink, batch_size=2).run()
     assert len(sink.frames) == 5
     times = [f.seconds for f in sink.frames]
     assert times[0] == 0 and all(b > a for a, b in zip(times, times[1:]))

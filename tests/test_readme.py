@@ -17,4 +17,5 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
         runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("(360, 640) [")
+    assert out[1] == "100 ['street.mp4', 'street.jsonl']"  # the whole run: every frame, both outputs
     assert out[-1].startswith("99 3.96 [")

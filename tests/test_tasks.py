@@ -134,7 +134,7 @@ def _torchvision_resize_stand_in(monkeypatch):
 @pytest.mark.parametrize("task", ["panoptic", "semantic"])
 def test_oneformer_with_its_task_input_equals_the_pipeline(tiny_oneformer, task, monkeypatch):
     seg = Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task=task))
-    assert seg._task_inputs is not None and seg._task_inputs.shape == (1, 16)
+    assert seg.head.task_inputs is not None and seg.head.task_inputs.shape == (1, 16)
     image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))
     (ours,) = seg.segment([Frame(index=0, image=image)])  # before the stand-in: streamseg needs no torchvision
     _torchvision_resize_stand_in(monkeypatch)
@@ -160,7 +160,7 @@ def test_oneformer_task_tokens_spell_the_task(tiny_oneformer):
     image = np.zeros((64, 64, 3), np.uint8)
     for task in ("panoptic", "semantic"):
         expected = processor(images=[image], task_inputs=[task], return_tensors="pt")["task_inputs"][0].tolist()
-        tokens = Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task=task))._task_inputs[0].tolist()
+        tokens = Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task=task)).head.task_inputs[0].tolist()
         n = sum(1 for t in expected if t)  # OneFormerProcessor pads with 0; the pipeline, and streamseg, with the pad token
         assert len(tokens) == len(expected) == 16 and tokens[:n] == expected[:n] and n < 16
 

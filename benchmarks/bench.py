@@ -1,5 +1,7 @@
 """``streamseg bench`` / ``python -m benchmarks``: every stage timed side by side in one run.
 
+The flags are the command line's (``streamseg bench --help``); this module does the timing.
+
 Rows (frames per second, medians of ``--repeats`` timed runs after a warm-up):
 
 * naive: what a user of the seed example writes: PyAV decode, PIL, ``pipeline("image-segmentation")``,
@@ -15,21 +17,23 @@ measured in the same run. Results go to stdout and to a JSON file.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
+import dataclasses
 import json
 import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streamseg.config import ModelConfig
 
 
 def _median_rate(fn: Callable[[], int], repeats: int) -> tuple[float, list[float]]:
@@ -61,7 +65,7 @@ def make_clip(path: Path, *, frames: int, width: int = 1280, height: int = 720, 
     """A synthetic street clip (moving cars and people) at the given size, H.264."""
     import av
 
-    from .synthetic import StreetScene
+    from streamseg.synthetic import StreetScene
 
     scene = StreetScene(11, width, height)
     with av.open(str(path), mode="w") as out:
@@ -98,25 +102,27 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_frames: int, batch_size: int,
-                  dtype: str, device: str, repeats: int, out_dir: Path | None, compile: bool = False,
-                  engine: str = "torch") -> dict:
+def run_benchmark(*, model: ModelConfig, generate_model: bool, video: Path | None, frames: int, naive_frames: int,
+                  batch_size: int, repeats: int, out_dir: Path | None) -> dict:
+    """Every row and ratio for ``model`` (or, with ``generate_model``, SegFormer-B0's architecture with random
+    weights and ``model``'s other settings) on ``video`` (or a generated 720p clip)."""
     import torch
 
-    from .cli import main as cli_main
-    from .config import DType, Engine, ModelConfig, RenderConfig
-    from .frames import Frame, SegmentationResult
-    from .model import Segmenter
-    from .render import Renderer
-    from .sinks import VideoFileSink
+    from streamseg.app import Run
+    from streamseg.config import Engine, OutputConfig, RenderConfig, RunConfig
+    from streamseg.frames import Frame, SegmentationResult
+    from streamseg.model import Segmenter
+    from streamseg.render import Renderer
+    from streamseg.sinks import VideoFileSink
 
     work = Path(tempfile.mkdtemp(prefix="streamseg-bench-"))
-    model_dir = model or str(make_segformer_b0(work / "segformer-b0"))
+    if generate_model:
+        model = dataclasses.replace(model, name=str(make_segformer_b0(work / "segformer-b0")))
+    model_dir, device, compile = model.name, model.device, model.compile
     video = video or make_clip(work / "clip.mp4", frames=frames)
     images = _decode_all(video)[:frames]
     height, width = images[0].shape[:2]
-    seg = Segmenter.load(ModelConfig(name=model_dir, device=device, dtype=DType(dtype), compile=compile,
-                                      engine=Engine(engine)))
+    seg = Segmenter.load(model)
     results: dict = {"rows": {}}
 
     # decode only
@@ -168,18 +174,16 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
 
     results["rows"]["encode"] = _median_rate(encode, repeats)[0]
 
-    # streamseg: the CLI, file to annotated MP4
-    argv = [str(video), "-o", str(work / "streamseg.mp4"), "--model", model_dir, "--batch-size", str(batch_size),
-            "--dtype", dtype, "--device", device, "-q", "--engine", seg.engine.value,
-            *(["--compile"] if compile else [])]
+    # streamseg: the whole path a user's run takes, file to annotated MP4 (model loading included)
+    config = RunConfig(sources=(str(video),), model=dataclasses.replace(model, engine=seg.engine),
+                       outputs=OutputConfig(output=work / "streamseg.mp4"), batch_size=batch_size)
 
-    def streamseg_cli() -> int:
-        with contextlib.redirect_stderr(io.StringIO()):
-            if cli_main(argv) != 0:
-                raise RuntimeError("streamseg failed in the benchmark")
-        return len(images)
+    def streamseg_run() -> int:
+        with Run(config) as run:
+            report = run.run()
+        return report.total.frames_written
 
-    results["rows"]["streamseg"] = _median_rate(streamseg_cli, repeats)[0]
+    results["rows"]["streamseg"] = _median_rate(streamseg_run, repeats)[0]
 
     # naive: the seed's recipe, one frame at a time
     results["rows"]["naive"] = _median_rate(lambda: _naive(video, model_dir, work / "naive.mp4", naive_frames,
@@ -206,10 +210,11 @@ def run_benchmark(*, model: str | None, video: Path | None, frames: int, naive_f
         "forward_gflops": forward_gflops,
         "matmul_gflops": mm,
         "gflop_per_frame": flops_per_frame / 1e9,
-        "workload": {"model": model or "SegFormer-B0 architecture, 150 classes, random weights", "width": width,
+        "workload": {"model": "SegFormer-B0 architecture, 150 classes, random weights" if generate_model else model.name,
+                     "width": width,
                      "height": height, "frames": len(images), "naive_frames": naive_frames,
                      "batch_size": batch_size, "dtype": str(seg.dtype), "device": str(seg.device),
-                     "repeats": repeats, "compile": compile, "engine": seg.engine.value},
+                     "repeats": repeats, "compile": compile, "engine": seg.engine.value, "task": seg.task.value},
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
@@ -275,7 +280,7 @@ def _versions() -> dict:
     import torch
     import transformers
 
-    from . import __version__
+    from streamseg import __version__
 
     return {"streamseg": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "av": av.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
@@ -297,29 +302,3 @@ def format_table(results: dict) -> str:
     for name, value in results["ratios"].items():
         lines.append(f"{name:<44}{value:>8.2f}x")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="streamseg bench", description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="model id or folder (default: SegFormer-B0's architecture, random weights)")
-    p.add_argument("--video", type=Path, help="input video (default: a generated 720p street clip)")
-    p.add_argument("--frames", type=int, default=48, help="frames to time (default 48)")
-    p.add_argument("--naive-frames", type=int, default=8, help="frames for the slow naive loop (default 8)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
-                   help="what runs the forward in the forward, inference and streamseg rows")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model in the forward and streamseg rows (the streamseg row then "
-                        "includes each run's compile time)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON results")
-    args = p.parse_args(argv)
-    results = run_benchmark(model=args.model, video=args.video, frames=args.frames, naive_frames=args.naive_frames,
-                            batch_size=args.batch_size, dtype=args.dtype, device=args.device, repeats=args.repeats,
-                            out_dir=args.out, compile=args.compile, engine=args.engine)
-    print(format_table(results))
-    if "written_to" in results:
-        print(f"results: {results['written_to']}")
-    return 0

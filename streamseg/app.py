@@ -1,0 +1,263 @@
+"""One run, built in one place: model, sources, outputs and pipeline, then a report.
+
+Every entry point builds its runs here: the CLI (``streamseg INPUT...``), ``streamseg batch``
+(one run per input inside each Ray actor, the model loaded once per actor) and the benchmark.
+A single source is simply a run with one route.
+
+    run = Run(config)               # nothing opened yet
+    run.open()                      # plan outputs, open sources, load the model, open outputs
+    report = run.run()              # the pipeline, to the end, a stop or an error
+    run.close()                     # or: with Run(config) as run: ...
+
+Order of opening: outputs are planned and checked first, then local sources (files, folders,
+cameras) are opened, so a bad path fails before a slow model load; network streams are
+opened after the model, so that no backlog builds up meanwhile. A source that cannot be
+opened is reported (``on_source_error``) and the others go on; when none can be opened the
+run fails with that source's error (or, with several, a summary). :meth:`request_stop` and
+:meth:`abort` may be called from any thread (signal handlers, a window's ``q``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import SourceError
+from .frames import Segment, SegmentationResult
+from .model import Segmenter
+from .outputs import RouteOutputs, RoutePlan, check_route, open_outputs, plan_routes
+from .pipeline import Pipeline, Route
+from .render import Renderer
+from .resources import Closing
+from .roles import Source
+from .sources import ImageSource, is_url, open_source
+from .stats import RunStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Written:
+    """An output as it was named (``path``) and the files written under it."""
+
+    path: Path
+    files: tuple[Path, ...]
+
+
+@dataclass
+class SourceReport:
+    """What one source gave: its figures (``None`` if it never opened), its error, what was written."""
+
+    spec: str
+    name: str
+    stats: RunStats | None = None
+    error: BaseException | None = None
+    written: list[Written] = field(default_factory=list)
+    parts: list[Segment] | None = None  # a single still image: its visible segments ("Segmented parts")
+
+
+@dataclass
+class RunReport:
+    sources: list[SourceReport]
+    total: RunStats
+
+    @property
+    def failed(self) -> bool:
+        """Some source failed to open or while running."""
+        return any(s.error is not None for s in self.sources)
+
+    @property
+    def written(self) -> list[Written]:
+        return [w for s in self.sources for w in s.written]
+
+
+@dataclass
+class _OpenRoute:
+    plan: RoutePlan
+    source: Source
+    renderer: Renderer
+    outputs: RouteOutputs
+
+    @property
+    def single_still(self) -> bool:
+        return isinstance(self.source, ImageSource) and not self.source.is_folder
+
+
+class Run(Closing):
+    """Builds and runs one :class:`~streamseg.pipeline.Pipeline` from a :class:`~streamseg.config.RunConfig`.
+
+    ``segmenter``: an already loaded model to use (``streamseg batch`` loads it once per actor);
+    by default the run loads ``config.model``.
+    """
+
+    def __init__(self, config: RunConfig, *, segmenter: Segmenter | None = None,
+                 on_source_error: Callable[[str, SourceError], None] | None = None) -> None:
+        self.config = config
+        self.segmenter = segmenter
+        self.server = None  # the live view (--serve), once open
+        self._on_source_error = on_source_error or (lambda spec, exc: log.error("%s", exc))
+        self._stack = contextlib.ExitStack()
+        self._routes: list[_OpenRoute] = []
+        self._failed: list[tuple[RoutePlan, SourceError]] = []
+        self._pipeline: Pipeline | None = None
+        self._lock = threading.Lock()
+        self._stop_requested = self._abort_requested = False
+        self._opened = self._closed = False
+
+    # -- opening (the caller's thread) ------------------------------------------------------
+    def open(self) -> Run:
+        """Check the outputs, open the sources, load the model, open the outputs. Raises
+        :class:`~streamseg.errors.InputError` for bad paths, models and outputs; closes what it opened."""
+        if self._opened:
+            return self
+        self._opened = True
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        config = self.config
+        plans = plan_routes(config.sources, config.outputs)
+        sources: dict[int, Source] = {}
+        local = [i for i, plan in enumerate(plans) if not is_url(plan.spec)]
+        for i in local:
+            self._try_open(plans[i], i, sources)
+        if local and len(self._failed) == len(plans):
+            raise self._nothing_opened(plans)
+        if self.segmenter is None:
+            from .model import Segmenter
+
+            self.segmenter = Segmenter.load(config.model)
+        for i, plan in enumerate(plans):
+            if i not in local:
+                self._try_open(plan, i, sources)
+        if not sources:
+            raise self._nothing_opened(plans)
+        self.segmenter.reset()  # no state carried over from an earlier run
+        shared = []
+        if config.outputs.serve is not None:
+            from .serve import PreviewServer
+
+            self.server = self._stack.enter_context(
+                PreviewServer(config.outputs.serve, token=config.outputs.serve_token, sources=len(sources)))
+            shared.append(self.server)
+        for i in sorted(sources):
+            renderer = Renderer(config.render, self.segmenter.id2label, self.segmenter.num_labels)
+            outputs = open_outputs(plans[i], sources[i], config.outputs, colours=renderer.colours, shared=shared,
+                                   on_quit=self.request_stop)
+            self._stack.callback(outputs.close)  # also when the run never starts; close() is idempotent
+            self._routes.append(_OpenRoute(plans[i], sources[i], renderer, outputs))
+
+    def _try_open(self, plan: RoutePlan, index: int, sources: dict[int, Source]) -> None:
+        inp = self.config.input
+        try:
+            source = self._stack.enter_context(open_source(plan.spec, timeout=inp.timeout, reconnect=inp.reconnect,
+                                                           reconnect_max_delay=inp.reconnect_max_delay))
+        except SourceError as exc:
+            self._failed.append((plan, exc))
+            if len(self.config.sources) > 1:
+                self._on_source_error(plan.spec, exc)
+            return
+        check_route(plan, source)
+        sources[index] = source
+
+    def _nothing_opened(self, plans: list[RoutePlan]) -> SourceError:
+        if len(plans) == 1:
+            return self._failed[0][1]
+        return SourceError(f"none of the {len(plans)} inputs could be opened")
+
+    # -- what the caller may ask once open -------------------------------------------------
+    @property
+    def sources(self) -> list[Source]:
+        return [r.source for r in self._routes]
+
+    @property
+    def live(self) -> bool:
+        return any(r.source.live for r in self._routes)
+
+    @property
+    def expected_frames(self) -> int | None:
+        """Frames the run will write when read to the end, if every source knows it (files, folders)."""
+        counts = [None if r.source.live else r.source.expected_frames for r in self._routes]
+        return None if not counts or None in counts else sum(counts)
+
+    # -- control (any thread) --------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Graceful: stop reading; what was read is still segmented and written."""
+        with self._lock:
+            self._stop_requested = True
+            pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.request_stop()
+
+    def abort(self) -> None:
+        """Fast: stop reading and inferring; what was inferred is written, the outputs are closed."""
+        with self._lock:
+            self._stop_requested = self._abort_requested = True
+            pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.abort()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested
+
+    # -- running (the caller's thread) -----------------------------------------------------
+    def run(self, *, on_frame: Callable[[RunStats], None] | None = None) -> RunReport:
+        """Run to the end of the sources, a stop, or the first error (re-raised here, with its cause).
+
+        Opens the run first if :meth:`open` was not called. The outputs are closed when this returns.
+        """
+        self.open()
+        config = self.config
+        stills: dict[int, list[SegmentationResult]] = {i: [] for i, r in enumerate(self._routes) if r.single_still}
+        routes = [Route(r.source, r.renderer, r.outputs.sink, r.outputs.exports) for r in self._routes]
+
+        def on_result(result: SegmentationResult) -> None:
+            if result.frame.source in stills:
+                stills[result.frame.source].append(result)
+
+        pipeline = Pipeline(routes, self.segmenter.segment, batch_size=config.batch_size,
+                            channel_size=config.channel_size, drop_policy=config.drop_policy,
+                            duration=config.input.duration, on_frame=on_frame,
+                            on_result=on_result if stills else None)
+        with self._lock:
+            self._pipeline = pipeline
+            if self._abort_requested:
+                pipeline.abort()
+            elif self._stop_requested:
+                pipeline.request_stop()
+        if self.server is not None:
+            self.server.stats = pipeline.snapshot
+        total = pipeline.run()
+        return self._report(routes, total, stills)
+
+    def _report(self, routes: list[Route], total: RunStats, stills: dict[int, list[SegmentationResult]]) -> RunReport:
+        by_spec = {}
+        for i, (opened, route) in enumerate(zip(self._routes, routes)):
+            written = [Written(Path(getattr(o, "path", None) or o.folder), tuple(o.written))
+                       for o in opened.outputs.owned if getattr(o, "written", None)]
+            parts = None
+            if i in stills:
+                parts = [seg for result in stills[i] for seg in result.segments() if opened.renderer.shows(seg.label_id)]
+            by_spec[id(opened.plan)] = SourceReport(opened.plan.spec, opened.plan.name, route.stats, route.error,
+                                                    written, parts)
+        for plan, exc in self._failed:
+            by_spec[id(plan)] = SourceReport(plan.spec, plan.name, error=exc)
+        plans = [r.plan for r in self._routes] + [plan for plan, _ in self._failed]
+        order = {spec: k for k, spec in enumerate(self.config.sources)}
+        reports = [by_spec[id(p)] for p in sorted(plans, key=lambda p: order[p.spec])]
+        return RunReport(reports, total)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._stack.close()

@@ -1,0 +1,258 @@
+"""The command line's vocabulary: one parser with subcommands, shared argument groups, argv -> frozen configs.
+
+Every subcommand takes the flags of a group the same way, because each group is added by one
+function here and read back by one function here:
+
+=================  ==========================================  =======================
+group              flags                                       config
+=================  ==========================================  =======================
+model              --model --task --device --dtype ...         :class:`ModelConfig`
+render             --style --alpha --keep --legend ...         :class:`RenderConfig`
+input              --timeout --reconnect --duration ...        :class:`InputConfig`
+outputs            -o --json --masks --serve --display ...     :class:`OutputConfig`
+=================  ==========================================  =======================
+
+Nothing here opens a file or loads a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import __version__
+from .config import (DEFAULT_MODEL, DropPolicy, DType, Engine, InputConfig, ModelConfig, OutputConfig, RenderConfig,
+                     RunConfig, Style, Task, parse_seconds)
+
+COMMANDS = ("run", "batch", "bench")
+_COMMANDS_HELP = """commands:
+  streamseg [run] INPUT...   segment files, images, folders, streams or cameras (the default command)
+  streamseg batch INPUTS...  annotate many videos on Ray, resumably (streamseg batch --help)
+  streamseg bench            time every stage side by side (streamseg bench --help)
+
+exit codes: 0 done (also when stopped by Ctrl-C/SIGTERM), 1 failure while running, 2 bad input"""
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = parse_seconds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use e.g. 90, 90s, 10m, 1.5h or 1:30") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: expected more than 0")
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+# -- the groups --------------------------------------------------------------------------------
+def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DEFAULT_MODEL,
+                   default_batch: int = 4) -> None:
+    g = p.add_argument_group("model")
+    model_help = ("Hugging Face model id or local folder" +
+                  (" (default: %(default)s)" if default_model else
+                   " (default: SegFormer-B0's architecture with random weights)"))
+    g.add_argument("--model", default=default_model, help=model_help)
+    g.add_argument("--task", default="auto", choices=[t.value for t in Task],
+                   help="auto (what the model supports, panoptic first), semantic, instance or panoptic")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    g.add_argument("--dtype", default="auto", choices=[d.value for d in DType],
+                   help="model precision (auto: float16 on CUDA, float32 on CPU)")
+    g.add_argument("--batch-size", type=int, default=default_batch, metavar="N",
+                   help="frames per forward (default: %(default)s)")
+    g.add_argument("--threshold", type=float, default=0.9, help="instance/panoptic: minimum segment score (default 0.9)")
+    g.add_argument("--mask-threshold", type=float, default=0.5,
+                   help="instance/panoptic: mask probability for a pixel to belong to a segment (default 0.5)")
+    g.add_argument("--overlap-threshold", type=float, default=0.5,
+                   help="instance/panoptic: drop a segment when less than this share of its mask is its own (default 0.5)")
+    g.add_argument("--smooth", type=float, default=0.0, metavar="S",
+                   help="semantic: temporal smoothing 0..1 (moving average of class probabilities; 0 = off)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model: the first batch takes long (about 40 s for SegFormer-B0 on 2 CPU "
+                        "cores), later ones run faster; semantic models")
+    g.add_argument("--engine", default="torch", choices=[e.value for e in Engine],
+                   help="what runs the forward of semantic models: torch (default) or onnxruntime (exported to ONNX "
+                        "once and cached; needs pip install 'streamseg[onnx]'; falls back to torch)")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow models that run their own code")
+
+
+def add_render_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("drawing")
+    g.add_argument("--style", default="fill", choices=[st.value for st in Style],
+                   help="fill (default), contour, fill+contour, side-by-side, mask, blur-background, replace-background")
+    g.add_argument("--alpha", type=float, default=0.4, help="mask opacity, 0..1 (default: 0.4)")
+    g.add_argument("--keep", type=_names, default=(), metavar="CLASSES",
+                   help="blur-/replace-background: classes to leave as they are, comma-separated (e.g. person)")
+    g.add_argument("--background", default="#00b140", metavar="COLOUR_OR_IMAGE",
+                   help="replace-background: #RRGGBB or an image file (default: #00b140, chroma green)")
+    g.add_argument("--classes", type=_names, default=(), metavar="CLASSES",
+                   help="draw only these classes (names or ids, comma-separated)")
+    g.add_argument("--exclude", type=_names, default=(), metavar="CLASSES", help="never draw these classes")
+    g.add_argument("--labels", action="store_true", help="write each segment's label on it")
+    g.add_argument("--legend", action="store_true", help="draw the classes visible in each frame")
+    g.add_argument("--show-fps", action="store_true", help="draw the frame rate")
+
+
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input")
+    g.add_argument("input", nargs="*", help="video file, image, folder of images, stream URL (rtsp://, rtmp://, "
+                                            "http(s)://, tcp://, udp://, srt://) or camera:N; several inputs are "
+                                            "segmented together (one batched forward), each into its own output")
+    g.add_argument("--camera", type=int, metavar="N", help="read local camera N (a live window unless --no-display)")
+    g.add_argument("--timeout", type=float, default=10.0, metavar="S", help="network open/read timeout (default: 10)")
+    g.add_argument("--duration", type=_seconds, metavar="TIME",
+                   help="stop after this much input (90, 90s, 10m, 1h, 1:30); for live sources, wall-clock time")
+    g.add_argument("--reconnect", type=int, metavar="N",
+                   help="live streams: reconnect attempts in a row when the stream fails or ends "
+                        "(default: keep trying; 0: stop at the first end)")
+    g.add_argument("--reconnect-max-delay", type=_seconds, default=30.0, metavar="TIME",
+                   help="live streams: longest wait between reconnect attempts (backoff doubles from 0.5 s; default 30 s)")
+    g.add_argument("--drop-policy", choices=[d.value for d in DropPolicy],
+                   help="when inference falls behind: wait (lossless; default for files) or drop-oldest "
+                        "(default for cameras and streams)")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("outputs", "An output's folder must exist; the output itself (file or folder) is created.")
+    g.add_argument("-o", "--output", type=Path, help="annotated output: .mp4/.mov/.mkv video, .png/.jpg image, "
+                                                     "or a folder (one PNG per frame); with several inputs, a folder "
+                                                     "(DIR/NAME.mp4 each) or a pattern with {name} and/or {index}")
+    g.add_argument("--json", type=Path, metavar="PATH",
+                   help="write JSON Lines: one record per frame with its segments (id, label, score, area, bbox)")
+    g.add_argument("--json-masks", action="store_true", help="add each segment's mask to --json as COCO RLE")
+    g.add_argument("--masks", type=Path, metavar="DIR",
+                   help="write one indexed PNG per frame holding the class (or segment) id of every pixel")
+    g.add_argument("--segment-time", type=_seconds, metavar="TIME",
+                   help="rotate the output video every TIME (e.g. 10m): rec.mp4 -> rec-000.mp4, rec-001.mp4...; "
+                        "a name with %%-codes is a strftime pattern of each file's start (rec-%%Y%%m%%d-%%H%%M%%S.mp4)")
+    display = g.add_mutually_exclusive_group()
+    display.add_argument("--no-display", action="store_true", help="never open a window (headless)")
+    display.add_argument("--display", action="store_true", help="open a window also when writing -o")
+    g.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="browser live view: a page, /stream.mjpg and /stats on 127.0.0.1:PORT (0: any free port); "
+                        "another HOST needs --serve-token")
+    g.add_argument("--serve-token", metavar="SECRET",
+                   help="--serve: every request must carry ?token=SECRET (or Authorization: Bearer SECRET)")
+
+
+def add_general_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("messages")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g.add_argument("-v", "--verbose", action="store_true", help="log more")
+    g.add_argument("--debug", action="store_true", help="log everything and show tracebacks")
+
+
+def add_batch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUTS",
+                   help="video files, folders (their videos), globs ('clips/**/*.mp4') or text files of paths/URLs")
+    g = p.add_argument_group("Ray and outputs")
+    g.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help="folder for NAME-HASH.mp4 per input and manifest.jsonl (created; its parent must exist)")
+    g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster (ray://host:10001 or auto); "
+                                                    "default: start a local Ray")
+    g.add_argument("--workers", type=int, default=1, help="actors, each with its own model (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (default 0: CPU)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1)")
+    g.add_argument("--json", action="store_true", help="also write NAME-HASH.jsonl (segments per frame)")
+    g.add_argument("--json-masks", action="store_true", help="add each segment's mask to the JSON as COCO RLE")
+    g.add_argument("--masks", action="store_true", help="also write NAME-HASH.masks/ (a label PNG per frame)")
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("benchmark")
+    g.add_argument("--video", type=Path, help="input video (default: a generated 720p street clip)")
+    g.add_argument("--frames", type=int, default=48, help="frames to time (default 48)")
+    g.add_argument("--naive-frames", type=int, default=8, help="frames for the slow naive loop (default 8)")
+    g.add_argument("--repeats", type=int, default=3, help="timed runs per row, after a warm-up (default 3)")
+    g.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                   help="folder for the JSON results (default: benchmarks/results)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``streamseg [run] ...``, ``streamseg batch ...``, ``streamseg bench ...``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="streamseg", formatter_class=fmt, epilog=_COMMANDS_HELP,
+                                description="Segment video with any Hugging Face segmentation model, live.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    run = sub.add_parser("run", prog="streamseg [run]", formatter_class=fmt, epilog=_COMMANDS_HELP,
+                         help="segment inputs (the default: streamseg INPUT... is streamseg run INPUT...)",
+                         description="Segment a video, image, folder, stream or camera with a Hugging Face model, "
+                                     "live: into an annotated MP4, images, a window or a browser page.")
+    add_input_args(run)
+    add_model_args(run)
+    add_render_args(run)
+    add_output_args(run)
+    add_general_args(run)
+    batch = sub.add_parser("batch", prog="streamseg batch", formatter_class=fmt, help="many videos on Ray",
+                           description="Annotate many videos on Ray (local or a cluster), resumably: finished "
+                                       "outputs are checked and skipped when the same command runs again.")
+    add_batch_args(batch)
+    add_model_args(batch)
+    add_render_args(batch)
+    add_general_args(batch)
+    bench = sub.add_parser("bench", prog="streamseg bench", formatter_class=fmt, help="the side-by-side benchmark",
+                           description="Time every stage (decode, forward, inference, render, encode), the whole "
+                                       "streamseg path and the naive per-frame pipeline loop side by side in one "
+                                       "run; write the table and a JSON file.")
+    add_bench_args(bench)
+    add_model_args(bench, default_model=None, default_batch=8)
+    add_general_args(bench)
+    return p
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """``streamseg INPUT...`` (no command) is ``streamseg run INPUT...``; so is ``streamseg --help``."""
+    if not argv or (argv[0] not in COMMANDS and argv[0] != "--version"):
+        argv = ["run", *argv]
+    return build_parser().parse_args(argv)
+
+
+# -- argv -> configs ---------------------------------------------------------------------------
+def model_config(args: argparse.Namespace, *, name: str | None = None) -> ModelConfig:
+    return ModelConfig(name=name or args.model, device=args.device, dtype=DType(args.dtype),
+                       trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
+                       mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
+                       smooth=args.smooth, compile=args.compile, engine=Engine(args.engine))
+
+
+def render_config(args: argparse.Namespace) -> RenderConfig:
+    return RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=Style(args.style),
+                        labels=args.labels, classes=args.classes, exclude=args.exclude, keep=args.keep,
+                        background=args.background)
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    from .errors import InputError
+
+    if args.camera is None and not args.input:
+        raise InputError("give an INPUT (file, folder, URL) or --camera N")
+    if args.camera is not None and args.input:
+        raise InputError("give either INPUT or --camera N, not both")
+    sources = tuple(args.input) if args.input else (f"camera:{args.camera}",)
+    live_window = args.camera is not None
+    display = args.display or (not args.no_display and ((args.output is None and args.serve is None) or live_window))
+    return RunConfig(
+        sources=sources,
+        model=model_config(args),
+        render=render_config(args),
+        outputs=OutputConfig(output=args.output, display=display, json_path=args.json, json_masks=args.json_masks,
+                             masks_dir=args.masks, segment_time=args.segment_time, serve=args.serve,
+                             serve_token=args.serve_token),
+        input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,
+                          duration=args.duration),
+        batch_size=args.batch_size,
+        drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
+    )
+
+
+def batch_config(args: argparse.Namespace):
+    """``streamseg batch`` argv -> :class:`~streamseg.batch.BatchConfig` (the model and render groups as for run)."""
+    from .batch import BatchConfig
+
+    return BatchConfig(inputs=tuple(args.inputs), outdir=args.output, model=model_config(args),
+                       render=render_config(args), batch_size=args.batch_size, ray_address=args.ray,
+                       workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                       json_export=args.json, json_masks=args.json_masks, masks_export=args.masks)
