@@ -133,8 +133,6 @@ class Run(Closing):
         if local and len(self._failed) == len(plans):
             raise self._nothing_opened(plans)
         if self.segmenter is None:
-            from .model import Segmenter
-
             self.segmenter = Segmenter.load(config.model)
         for i, plan in enumerate(plans):
             if i not in local:

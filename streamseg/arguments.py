@@ -54,18 +54,18 @@ def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DE
     model_help = ("Hugging Face model id or local folder" +
                   (" (default: %(default)s)" if default_model else
                    " (default: SegFormer-B0's architecture with random weights)"))
-    g.add_argument("--model", default=default_model, help=model_help)
+    g.add_argument("--model", default=default_model, metavar="ID_OR_FOLDER", help=model_help)
     g.add_argument("--task", default="auto", choices=[t.value for t in Task],
                    help="auto (what the model supports, panoptic first), semantic, instance or panoptic")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    g.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--dtype", default="auto", choices=[d.value for d in DType],
                    help="model precision (auto: float16 on CUDA, float32 on CPU)")
     g.add_argument("--batch-size", type=int, default=default_batch, metavar="N",
                    help="frames per forward (default: %(default)s)")
-    g.add_argument("--threshold", type=float, default=0.9, help="instance/panoptic: minimum segment score (default 0.9)")
-    g.add_argument("--mask-threshold", type=float, default=0.5,
+    g.add_argument("--threshold", type=float, default=0.9, metavar="T", help="instance/panoptic: minimum segment score (default 0.9)")
+    g.add_argument("--mask-threshold", type=float, default=0.5, metavar="T",
                    help="instance/panoptic: mask probability for a pixel to belong to a segment (default 0.5)")
-    g.add_argument("--overlap-threshold", type=float, default=0.5,
+    g.add_argument("--overlap-threshold", type=float, default=0.5, metavar="T",
                    help="instance/panoptic: drop a segment when less than this share of its mask is its own (default 0.5)")
     g.add_argument("--smooth", type=float, default=0.0, metavar="S",
                    help="semantic: temporal smoothing 0..1 (moving average of class probabilities; 0 = off)")
@@ -82,7 +82,7 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("drawing")
     g.add_argument("--style", default="fill", choices=[st.value for st in Style],
                    help="fill (default), contour, fill+contour, side-by-side, mask, blur-background, replace-background")
-    g.add_argument("--alpha", type=float, default=0.4, help="mask opacity, 0..1 (default: 0.4)")
+    g.add_argument("--alpha", type=float, default=0.4, metavar="A", help="mask opacity, 0..1 (default: 0.4)")
     g.add_argument("--keep", type=_names, default=(), metavar="CLASSES",
                    help="blur-/replace-background: classes to leave as they are, comma-separated (e.g. person)")
     g.add_argument("--background", default="#00b140", metavar="COLOUR_OR_IMAGE",
@@ -116,7 +116,7 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("outputs", "An output's folder must exist; the output itself (file or folder) is created.")
-    g.add_argument("-o", "--output", type=Path, help="annotated output: .mp4/.mov/.mkv video, .png/.jpg image, "
+    g.add_argument("-o", "--output", type=Path, metavar="PATH", help="annotated output: .mp4/.mov/.mkv video, .png/.jpg image, "
                                                      "or a folder (one PNG per frame); with several inputs, a folder "
                                                      "(DIR/NAME.mp4 each) or a pattern with {name} and/or {index}")
     g.add_argument("--json", type=Path, metavar="PATH",
@@ -152,9 +152,9 @@ def add_batch_args(p: argparse.ArgumentParser) -> None:
                    help="folder for NAME-HASH.mp4 per input and manifest.jsonl (created; its parent must exist)")
     g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster (ray://host:10001 or auto); "
                                                     "default: start a local Ray")
-    g.add_argument("--workers", type=int, default=1, help="actors, each with its own model (default 1)")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (default 0: CPU)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1)")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="actors, each with its own model (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per actor (default 0: CPU)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs per actor (default 1)")
     g.add_argument("--json", action="store_true", help="also write NAME-HASH.jsonl (segments per frame)")
     g.add_argument("--json-masks", action="store_true", help="add each segment's mask to the JSON as COCO RLE")
     g.add_argument("--masks", action="store_true", help="also write NAME-HASH.masks/ (a label PNG per frame)")
@@ -162,12 +162,31 @@ def add_batch_args(p: argparse.ArgumentParser) -> None:
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("benchmark")
-    g.add_argument("--video", type=Path, help="input video (default: a generated 720p street clip)")
-    g.add_argument("--frames", type=int, default=48, help="frames to time (default 48)")
-    g.add_argument("--naive-frames", type=int, default=8, help="frames for the slow naive loop (default 8)")
-    g.add_argument("--repeats", type=int, default=3, help="timed runs per row, after a warm-up (default 3)")
-    g.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+    g.add_argument("--video", type=Path, metavar="PATH", help="input video (default: a generated 720p street clip)")
+    g.add_argument("--frames", type=int, default=48, metavar="N", help="frames to time (default 48)")
+    g.add_argument("--naive-frames", type=int, default=8, metavar="N", help="frames for the slow naive loop (default 8)")
+    g.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per row, after a warm-up (default 3)")
+    g.add_argument("--out", type=Path, default=Path("benchmarks/results"), metavar="DIR",
                    help="folder for the JSON results (default: benchmarks/results)")
+
+
+_BENCH_MODEL = dict(default_model=None, default_batch=8)  # a generated SegFormer-B0 unless --model, batch 8
+COMMAND_GROUPS = {  # each command's argument groups, in help order: the same group, the same flags
+    "run": (add_input_args, add_model_args, add_render_args, add_output_args, add_general_args),
+    "batch": (add_batch_args, add_model_args, add_render_args, add_general_args),
+    "bench": (add_bench_args, lambda p: add_model_args(p, **_BENCH_MODEL), add_general_args),
+}
+_COMMAND_TEXT = {  # (prog, help, description)
+    "run": ("streamseg [run]", "segment inputs (the default: streamseg INPUT... is streamseg run INPUT...)",
+            "Segment a video, image, folder, stream or camera with a Hugging Face model, live: into an annotated "
+            "MP4,\nimages, a window or a browser page."),
+    "batch": ("streamseg batch", "many videos on Ray",
+              "Annotate many videos on Ray (local or a cluster), resumably: finished outputs are checked and\n"
+              "skipped when the same command runs again."),
+    "bench": ("streamseg bench", "the side-by-side benchmark",
+              "Time every stage (decode, forward, inference, render, encode), the whole streamseg path and the\n"
+              "naive per-frame pipeline loop side by side in one run; write the table and a JSON file."),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,29 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Segment video with any Hugging Face segmentation model, live.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND")
-    run = sub.add_parser("run", prog="streamseg [run]", formatter_class=fmt, epilog=_COMMANDS_HELP,
-                         help="segment inputs (the default: streamseg INPUT... is streamseg run INPUT...)",
-                         description="Segment a video, image, folder, stream or camera with a Hugging Face model, "
-                                     "live: into an annotated MP4, images, a window or a browser page.")
-    add_input_args(run)
-    add_model_args(run)
-    add_render_args(run)
-    add_output_args(run)
-    add_general_args(run)
-    batch = sub.add_parser("batch", prog="streamseg batch", formatter_class=fmt, help="many videos on Ray",
-                           description="Annotate many videos on Ray (local or a cluster), resumably: finished "
-                                       "outputs are checked and skipped when the same command runs again.")
-    add_batch_args(batch)
-    add_model_args(batch)
-    add_render_args(batch)
-    add_general_args(batch)
-    bench = sub.add_parser("bench", prog="streamseg bench", formatter_class=fmt, help="the side-by-side benchmark",
-                           description="Time every stage (decode, forward, inference, render, encode), the whole "
-                                       "streamseg path and the naive per-frame pipeline loop side by side in one "
-                                       "run; write the table and a JSON file.")
-    add_bench_args(bench)
-    add_model_args(bench, default_model=None, default_batch=8)
-    add_general_args(bench)
+    for command, groups in COMMAND_GROUPS.items():
+        prog, short, description = _COMMAND_TEXT[command]
+        parser = sub.add_parser(command, prog=prog, help=short, description=description, formatter_class=fmt,
+                                epilog=_COMMANDS_HELP if command == "run" else None)
+        for add_group in groups:
+            add_group(parser)
     return p
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import OutputError, WriteError
 from .frames import SegmentationResult
-from .resources import Closing, check_parent_folder, short_message
+from .resources import Closing, ImageFiles, check_parent_folder, short_message
 from .roles import Export  # noqa: F401  (the role these implement)
 
 VOID_8BIT = 255  # "no segment" in an 8-bit mask PNG
@@ -92,7 +92,7 @@ class JsonLinesExport(Closing):
             self._file.close()
 
 
-class MaskPngExport(Closing):
+class MaskPngExport(ImageFiles):
     """One PNG per frame, ``{index:06d}.png``, holding the class id (semantic) or segment id
     (instance/panoptic) of every pixel.
 
@@ -110,8 +110,7 @@ class MaskPngExport(Closing):
         except OSError as exc:
             raise OutputError(f"cannot create {self.folder}: {short_message(exc)}") from exc
         self.colours = colours
-        self.frames_written = 0
-        self._written: list[Path] = []
+        super().__init__()
 
     def write(self, result: SegmentationResult) -> None:
         if result.segment_map is not None:
@@ -122,32 +121,20 @@ class MaskPngExport(Closing):
         ids = ids.astype(np.int64, copy=False)
         top = int(ids.max(initial=0))
         target = self.folder / f"{result.frame.index:06d}.png"
-        try:
-            if top < VOID_8BIT:
-                img = Image.fromarray(np.where(ids < 0, VOID_8BIT, ids).astype(np.uint8), mode="P")
-                pal = np.zeros((256, 3), np.uint8)
-                n = min(len(self.colours), VOID_8BIT)
-                if lut is None:
-                    pal[:n] = self.colours[:n]
-                else:
-                    for seg_id, label_id in lut.items():
-                        if 0 <= seg_id < VOID_8BIT and 0 <= label_id < len(self.colours):
-                            pal[seg_id] = self.colours[label_id]
-                img.putpalette(pal.ravel().tolist())
+        if top < VOID_8BIT:
+            img = Image.fromarray(np.where(ids < 0, VOID_8BIT, ids).astype(np.uint8), mode="P")
+            pal = np.zeros((256, 3), np.uint8)
+            n = min(len(self.colours), VOID_8BIT)
+            if lut is None:
+                pal[:n] = self.colours[:n]
             else:
-                img = Image.fromarray(np.where(ids < 0, VOID_16BIT, ids).astype(np.uint16))
-            img.save(target)
-        except OSError as exc:
-            raise WriteError(f"cannot write {target}: {short_message(exc)}") from exc
-        self.frames_written += 1
-        self._written.append(target)
-
-    @property
-    def written(self) -> list[Path]:
-        return list(self._written)
-
-    def close(self) -> None:
-        pass
+                for seg_id, label_id in lut.items():
+                    if 0 <= seg_id < VOID_8BIT and 0 <= label_id < len(self.colours):
+                        pal[seg_id] = self.colours[label_id]
+            img.putpalette(pal.ravel().tolist())
+        else:
+            img = Image.fromarray(np.where(ids < 0, VOID_16BIT, ids).astype(np.uint16))
+        self._save(img, target)
 
 
 def read_mask_png(path: str | Path) -> np.ndarray:

@@ -89,6 +89,7 @@ class Pipeline:
         self.results: Channel[SegmentationResult] = Channel(max(size, len(self.routes)), DropPolicy.WAIT,
                                                             name="results")
         self.stats = RunStats()  # the whole run; filled in by run()
+        self._batches = 0  # forwards run (the inference thread's count)
         self.stop_event = threading.Event()
         self._abort = threading.Event()
         self._error: BaseException | None = None
@@ -222,7 +223,6 @@ class Pipeline:
 
     def _infer(self) -> None:
         self._ended = [False] * len(self.routes)
-        self._batches = 0
         self._turn = -1
         try:
             while (batch := self._next_batch()) is not None:
@@ -346,7 +346,7 @@ class Pipeline:
             st.reconnects = getattr(route.source, "reconnects", 0)
             st.gap_seconds = getattr(route.source, "gap_seconds", 0.0)
             st.wall_seconds = wall
-        self.stats = RunStats.total((r.stats for r in self.routes), batches=getattr(self, "_batches", 0),
+        self.stats = RunStats.total((r.stats for r in self.routes), batches=self._batches,
                                     wall_seconds=wall,
                                     completed=all(r.stats.completed or r.error is not None for r in self.routes))
         if self._error is not None:

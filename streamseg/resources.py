@@ -56,3 +56,29 @@ def check_parent_folder(path: Path) -> None:
         raise OutputError(f"output folder does not exist: {folder} (for {path})")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"output folder is not writable: {folder} (for {path})")
+
+
+class ImageFiles(Closing):
+    """An output that saves one image file per frame: counts them, lists them in ``written``; nothing to close."""
+
+    def __init__(self) -> None:
+        self.frames_written = 0
+        self._written: list[Path] = []
+
+    def _save(self, image, target: Path) -> None:
+        """Save a PIL image; a failure is a :class:`~streamseg.errors.WriteError` naming the file."""
+        from .errors import WriteError
+
+        try:
+            image.save(target)
+        except (OSError, ValueError) as exc:
+            raise WriteError(f"cannot write {target}: {short_message(exc)}") from exc
+        self.frames_written += 1
+        self._written.append(target)
+
+    @property
+    def written(self) -> list[Path]:
+        return list(self._written)
+
+    def close(self) -> None:
+        pass

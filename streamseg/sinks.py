@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import OutputError, WriteError
+from .errors import OutputError
 from .frames import Frame
-from .resources import check_parent_folder, close_all, short_message
+from .resources import ImageFiles, check_parent_folder, close_all, short_message
 from .roles import Sink, SinkBase
 from .video_files import VIDEO_SUFFIXES, SegmentedVideoSink, VideoFileSink, segment_path  # noqa: F401  (re-exported)
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
 
-class ImageSink(SinkBase):
+class ImageSink(ImageFiles, SinkBase):
     """Writes frames as images: into one file (a single still), or into a folder.
 
     In a folder each frame is named after its source file when it has one, else
@@ -52,8 +52,7 @@ class ImageSink(SinkBase):
             if self.path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise OutputError(f"unsupported image output {self.path}: use one of {', '.join(sorted(IMAGE_SUFFIXES))}")
             check_parent_folder(self.path)
-        self.frames_written = 0
-        self._written: list[Path] = []
+        super().__init__()
 
     def write(self, frame: Frame) -> None:
         if self.folder:
@@ -62,19 +61,7 @@ class ImageSink(SinkBase):
             if self.frames_written:
                 raise OutputError(f"{self.path} holds one image, but the input has more; write to a folder or a video")
             target = self.path
-        try:
-            Image.fromarray(frame.image).save(target)
-        except (OSError, ValueError) as exc:
-            raise WriteError(f"cannot write {target}: {short_message(exc)}") from exc
-        self.frames_written += 1
-        self._written.append(target)
-
-    @property
-    def written(self) -> list[Path]:
-        return list(self._written)
-
-    def close(self) -> None:
-        pass
+        self._save(Image.fromarray(frame.image), target)
 
 
 class WindowSink(SinkBase):

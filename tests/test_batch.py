@@ -90,6 +90,21 @@ def test_a_batch_annotates_every_good_clip_as_the_cli_does_and_records_the_corru
     assert not list(out.glob(".*partial*"))  # nothing half-written left
 
 
+def test_every_drawing_flag_reaches_the_workers_as_the_main_command_takes_it(ray_address, clips, tiny_model, tmp_path):
+    _, paths, _ = clips
+    flags = ["--style", "blur-background", "--keep", "class1", "--legend", "--alpha", "0.7"]
+    out = tmp_path / "out"
+    proc = batch(str(paths[2]), "-o", str(out), "--ray", ray_address, "--model", str(tiny_model), *flags)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = manifest(out)
+    single = tmp_path / "single.mp4"
+    assert run_cli(str(paths[2]), "-o", str(single), "--model", str(tiny_model), "-q", *flags).returncode == 0
+    frames, _ = decode(out / row["output"])
+    ref, _ = decode(single)
+    assert len(frames) == len(ref) == 24
+    assert max(abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, ref)) < 0.5  # the same pictures
+
+
 def test_a_killed_batch_resumes_without_redoing_finished_work(ray_address, tiny_model, tmp_path):
     frames = scene_frames(30, 320, 180)
     inputs = [write_clip(tmp_path / f"v{k}.mp4", frames * 5, list(range(150)), Fraction(1, 25)) for k in range(5)]
