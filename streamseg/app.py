@@ -145,7 +145,8 @@ class Run(Closing):
             from .serve import PreviewServer
 
             self.server = self._stack.enter_context(
-                PreviewServer(config.outputs.serve, token=config.outputs.serve_token, sources=len(sources)))
+                PreviewServer(config.outputs.serve, token=config.outputs.serve_token, sources=len(sources),
+                              hosts=config.outputs.serve_hosts))
             shared.append(self.server)
         for i in sorted(sources):
             renderer = Renderer(config.render, self.segmenter.id2label, self.segmenter.num_labels)
@@ -238,11 +239,16 @@ class Run(Closing):
         total = pipeline.run()
         return self._report(routes, total, stills)
 
+    def written(self, route: _OpenRoute | None = None) -> list[Written]:
+        """What the outputs hold so far (of one route, or of all): after a failure, what was kept."""
+        return [Written(Path(getattr(o, "path", None) or o.folder), tuple(o.written))
+                for r in ([route] if route is not None else self._routes)
+                for o in r.outputs.owned if getattr(o, "written", None)]
+
     def _report(self, routes: list[Route], total: RunStats, stills: dict[int, list[SegmentationResult]]) -> RunReport:
         by_spec = {}
         for i, (opened, route) in enumerate(zip(self._routes, routes)):
-            written = [Written(Path(getattr(o, "path", None) or o.folder), tuple(o.written))
-                       for o in opened.outputs.owned if getattr(o, "written", None)]
+            written = self.written(opened)
             parts = None
             if i in stills:
                 parts = [seg for result in stills[i] for seg in result.segments() if opened.renderer.shows(seg.label_id)]

@@ -33,6 +33,13 @@ _COMMANDS_HELP = """commands:
 exit codes: 0 done (also when stopped by Ctrl-C/SIGTERM), 1 failure while running, 2 bad input"""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``streamseg: error: ...``, exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"streamseg: error: {message} (see {self.prog.split(' [')[0]} --help)\n")
+
+
 def _seconds(text: str) -> float:
     try:
         value = parse_seconds(text)
@@ -134,7 +141,11 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                    help="browser live view: a page, /stream.mjpg and /stats on 127.0.0.1:PORT (0: any free port); "
                         "another HOST needs --serve-token")
     g.add_argument("--serve-token", metavar="SECRET",
-                   help="--serve: every request must carry ?token=SECRET (or Authorization: Bearer SECRET)")
+                   help="--serve: every request must carry ?token=SECRET (or Authorization: Bearer SECRET); "
+                        "serving beyond 127.0.0.1 without one makes one up and prints it once")
+    g.add_argument("--serve-host", action="append", default=[], metavar="NAME",
+                   help="--serve: a host name the live view may be reached by (repeatable); IP addresses and "
+                        "localhost always work, other names are refused (DNS rebinding)")
 
 
 def add_general_args(p: argparse.ArgumentParser) -> None:
@@ -192,7 +203,7 @@ _COMMAND_TEXT = {  # (prog, help, description)
 def build_parser() -> argparse.ArgumentParser:
     """``streamseg [run] ...``, ``streamseg batch ...``, ``streamseg bench ...``."""
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog="streamseg", formatter_class=fmt, epilog=_COMMANDS_HELP,
+    p = _Parser(prog="streamseg", formatter_class=fmt, epilog=_COMMANDS_HELP,
                                 description="Segment video with any Hugging Face segmentation model, live.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND")
@@ -242,7 +253,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         render=render_config(args),
         outputs=OutputConfig(output=args.output, display=display, json_path=args.json, json_masks=args.json_masks,
                              masks_dir=args.masks, segment_time=args.segment_time, serve=args.serve,
-                             serve_token=args.serve_token),
+                             serve_token=args.serve_token, serve_hosts=tuple(args.serve_host)),
         input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,
                           duration=args.duration),
         batch_size=args.batch_size,

@@ -19,6 +19,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -59,6 +60,10 @@ class BatchConfig:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise InputError(f"--workers must be 1 or more, got {self.workers}")
+        for name in ("gpus_per_worker", "cpus_per_worker"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(f"invalid --{name.replace('_', '-')} {value}: expected a number, 0 or more")
         if self.batch_size < 1:
             raise InputError(f"invalid batch size {self.batch_size}: expected 1 or more")
         if self.json_masks and not self.json_export:

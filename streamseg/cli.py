@@ -84,9 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     config = run_config(args)
     with Run(config, on_source_error=lambda spec, exc: _say(f"error: {exc}")) as run:
         run.open()
-        if run.server is not None:
-            token = f"?token={run.server.token}" if run.server.token else ""
-            _say(f"live view: {run.server.url}{token}")
+        if run.server is not None:  # a token is shown once, and only one streamseg made up
+            _say(f"live view: {run.server.url}{f'?token={run.server.token}' if run.server.token_generated else ''}")
         bar = None
         if not args.quiet and not run.live:
             from tqdm import tqdm
@@ -96,6 +95,10 @@ def _run(args: argparse.Namespace) -> int:
         try:
             with _signals_stop(run):
                 report = run.run(on_frame=None if bar is None else (lambda stats: bar.update(1)))
+        except BaseException:
+            if kept := run.written():  # nothing already processed is lost: say where it is
+                _say(f"kept what was written before the error: {_listing(kept)}")
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -103,13 +106,23 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if report.failed else EXIT_OK
 
 
+def _stdout(text: str) -> None:
+    """Print to stdout; a reader that went away (``| head -1``) does not fail the run."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # also for the interpreter's last flush at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _print_report(report) -> None:
     for source in report.sources:
         if source.parts is not None:  # a single still: as the seed example prints for one image
-            print("Segmented parts:")
+            _stdout("Segmented parts:")
             for seg in source.parts:
                 score = "N/A" if seg.score is None else f"{seg.score:.3f}"
-                print(f"\u2022 {seg.label} (score: {score})")
+                _stdout(f"\u2022 {seg.label} (score: {score})")
     if len(report.sources) == 1:
         (source,) = report.sources
         _say(f"{source.stats.summary()}{'' if source.stats.completed else ' (stopped early)'}")
@@ -123,14 +136,13 @@ def _print_report(report) -> None:
                          "" if source.stats.completed else " (stopped early)")
             _say(f"[{source.name}] {summary}{state}")
         _say(f"all {len(report.sources)} sources: {report.total.summary()}")
-    _say(written_line(report.written))
+    if report.written:
+        _say(f"wrote {_listing(report.written)}")
 
 
-def written_line(written) -> str:
-    """``wrote out.mp4``, ``wrote 3 files: a.mp4, b.mp4, c.mp4``, ``wrote 12 files: seg.jsonl, masks/ (11 files)``."""
+def _listing(written) -> str:
+    """``out.mp4``, ``3 files: a.mp4, b.mp4, c.mp4``, ``12 files: seg.jsonl, masks/ (11 files)``."""
     files = [f for w in written for f in w.files]
-    if not files:
-        return "wrote no file (no frame reached the outputs)"
     parts = []
     for w in written:
         if w.files == (w.path,):
@@ -139,7 +151,7 @@ def written_line(written) -> str:
             parts.append(f"{w.path}{os.sep} ({len(w.files)} files)")
         else:
             parts.extend(str(f) for f in w.files)
-    return f"wrote {parts[0]}" if len(files) == 1 else f"wrote {len(files)} files: {', '.join(parts)}"
+    return parts[0] if len(files) == 1 else f"{len(files)} files: {', '.join(parts)}"
 
 
 # -- streamseg batch --------------------------------------------------------------------------

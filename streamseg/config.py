@@ -8,6 +8,7 @@ the environment. Validation happens once, in ``__post_init__``, and raises
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,12 @@ def parse_seconds(text: str) -> float:
         seconds = 0.0
         for part in t.split(":"):
             seconds = seconds * 60 + float(part)
-        return seconds
-    scale = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
-    return float(t[:-1]) * scale if scale else float(t)
+    else:
+        scale = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+        seconds = float(t[:-1]) * scale if scale else float(t)
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a finite time: {text!r}")
+    return seconds
 
 
 class DropPolicy(str, enum.Enum):
@@ -138,7 +142,7 @@ class InputConfig:
     def __post_init__(self) -> None:
         for name in ("duration", "timeout", "reconnect_max_delay"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not (math.isfinite(value) and value > 0):
                 raise InputError(f"invalid --{name.replace('_', '-')} {value}: expected a positive time")
         if self.reconnect is not None and self.reconnect < 0:
             raise InputError(f"invalid --reconnect {self.reconnect}: expected 0 or more attempts")
@@ -156,12 +160,13 @@ class OutputConfig:
     masks_dir: Path | None = None  # one label-map PNG per frame
     segment_time: float | None = None  # rotate the output video every this many seconds
     serve: str | None = None  # [HOST:]PORT of the browser live view
-    serve_token: str | None = None  # required (and checked on every request) when serving beyond 127.0.0.1
+    serve_token: str | None = None  # checked on every request; made up when serving beyond 127.0.0.1 without one
+    serve_hosts: tuple[str, ...] = ()  # names the live view answers to besides IP addresses and localhost
 
     def __post_init__(self) -> None:
         if self.json_masks and self.json_path is None:
             raise InputError("--json-masks needs --json PATH")
-        if self.segment_time is not None and self.segment_time <= 0:
+        if self.segment_time is not None and not (math.isfinite(self.segment_time) and self.segment_time > 0):
             raise InputError(f"invalid --segment-time {self.segment_time}: expected a positive time")
         if self.segment_time is not None and self.output is None:
             raise InputError("--segment-time needs -o OUTPUT.mp4")

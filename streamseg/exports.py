@@ -15,6 +15,7 @@ from PIL import Image
 
 from .errors import OutputError, WriteError
 from .frames import SegmentationResult
+from .files import Syncer, check_replaceable, commit, partial_path
 from .resources import Closing, ImageFiles, check_parent_folder, short_message
 from .roles import Export  # noqa: F401  (the role these implement)
 
@@ -52,16 +53,26 @@ def rle_encode(mask: np.ndarray) -> dict:
 class JsonLinesExport(Closing):
     """One JSON object per frame: ``frame``, ``pts`` (seconds or null), ``task`` and ``segments``
     (``id``, ``label_id``, ``label``, ``score``, ``area``, ``bbox`` [x, y, w, h], and ``rle`` when
-    ``masks`` is true). Each line is flushed as it is written."""
+    ``masks`` is true). Each line is flushed as it is written.
 
-    def __init__(self, path: str | Path, *, masks: bool = False) -> None:
+    For a finite input the file is written under a temporary name and renamed into place when
+    closed (with every record up to a stop or an error); for a live source (``live``) it is
+    written in place, synced at most once a second, so that a crash keeps every line written.
+    """
+
+    def __init__(self, path: str | Path, *, masks: bool = False, live: bool = False) -> None:
         self.path = Path(path)
         self.masks = masks
         check_parent_folder(self.path)
+        check_replaceable(self.path)
+        self._file_path = self.path if live else partial_path(self.path)
         try:
-            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._file = open(self._file_path, "x" if live else "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise OutputError(f"cannot create {self.path}: {short_message(exc)}") from exc
+        self._syncer = Syncer(self._file_path) if live else None
+        self._live = live
+        self._kept = False
         self.records = 0
 
     def write(self, result: SegmentationResult) -> None:
@@ -82,14 +93,33 @@ class JsonLinesExport(Closing):
         except OSError as exc:
             raise WriteError(f"cannot write {self.path}: {short_message(exc)}") from exc
         self.records += 1
+        if self._syncer is not None:
+            self._syncer.maybe_sync()
 
     @property
     def written(self) -> list[Path]:
-        return [self.path]
+        return [self.path] if self.records and (self._kept or self._live) else []
 
     def close(self) -> None:
-        if not self._file.closed:
+        """Close the file; keep it when it holds records (renamed into place), else remove it."""
+        if self._file.closed:
+            return
+        try:
             self._file.close()
+        except OSError as exc:
+            self._file_path.unlink(missing_ok=True)
+            raise WriteError(f"cannot finish {self.path}: {short_message(exc)}") from exc
+        finally:
+            if self._syncer is not None:
+                self._syncer.close()
+        if not self.records:
+            self._file_path.unlink(missing_ok=True)
+        elif not self._live:
+            try:
+                commit(self._file_path, self.path)
+            except OSError as exc:
+                raise WriteError(f"cannot finish {self.path}: {short_message(exc)}") from exc
+        self._kept = bool(self.records)
 
 
 class MaskPngExport(ImageFiles):

@@ -83,6 +83,18 @@ def _load_error(name: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"model {name!r} not found: {why}; pass a local folder with --model PATH")
 
 
+def _weights_error(name: str, exc: Exception) -> Exception:
+    """A one-line :class:`ModelLoadError` for weights that do not load; anything else as it is."""
+    text = str(exc)
+    if type(exc).__module__.startswith("safetensors"):
+        return ModelLoadError(f"model {name!r}: its weights file is damaged or incomplete "
+                              f"({text.splitlines()[0][:120]}); download or save it again")
+    if isinstance(exc, RuntimeError) and ("mismatch" in text.lower() or "size" in text.lower()):
+        return ModelLoadError(f"model {name!r}: its weights do not fit its config.json (tensors of other shapes): "
+                              "the config was changed, or the weights belong to another model")
+    return exc
+
+
 class Segmenter:
     """A segmentation model (semantic, instance or panoptic) ready to label batches of frames.
 
@@ -152,6 +164,8 @@ class Segmenter:
         except OSError as exc:
             raise ModelLoadError(f"model {name!r} has a config but its weights could not be loaded: "
                                  f"{str(exc).splitlines()[0][:200]}") from exc
+        except Exception as exc:  # noqa: BLE001 - what the weights' loaders raise has no common base
+            raise _weights_error(name, exc) from exc
         try:
             processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
         except (OSError, ValueError) as exc:

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from .config import OutputConfig
 from .errors import OutputError
 from .exports import JsonLinesExport, MaskPngExport
+from .files import check_replaceable, free_path, same_file, segment_names
 from .resources import check_parent_folder, close_all, safe_name, short_message
 from .roles import Export, Sink, Source
 from .sinks import IMAGE_SUFFIXES, ImageSink, NullSink, TeeSink, WindowSink
@@ -63,7 +64,7 @@ SINK_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Sink]] = {
     OutputKind.IMAGE_FOLDER: lambda path, ctx: ImageSink(path, folder=True),
 }
 EXPORT_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Export]] = {
-    OutputKind.JSON: lambda path, ctx: JsonLinesExport(path, masks=ctx.config.json_masks),
+    OutputKind.JSON: lambda path, ctx: JsonLinesExport(path, masks=ctx.config.json_masks, live=ctx.source.live),
     OutputKind.MASKS: lambda path, ctx: MaskPngExport(path, ctx.colours),
 }
 
@@ -155,9 +156,11 @@ def plan_routes(specs: Sequence[str], config: OutputConfig) -> list[RoutePlan]:
                 raise OutputError(f"output is a folder, not a file: {path}")
             else:
                 check_parent_folder(path)
+                check_replaceable(path)
         plans.append(RoutePlan(spec=spec, name=out.stem if out is not None and len(specs) > 1 else name, output=out,
                                kind=kind, json_path=json_path, masks_dir=masks, folders=tuple(folders)))
     _refuse_shared_paths(plans, specs)
+    _refuse_inputs_as_outputs(plans, specs)
     return plans
 
 
@@ -200,6 +203,32 @@ def _refuse_shared_paths(plans: list[RoutePlan], specs: Sequence[str]) -> None:
             seen[key] = f"{flag} {path}"
 
 
+def _refuse_inputs_as_outputs(plans: list[RoutePlan], specs: Sequence[str]) -> None:
+    """No output may write over an input: the same file (links followed), an input folder used as an output
+    folder, or an input that a segment, frame or mask file would be named like."""
+    inputs = [Path(spec) for spec in specs if not is_url(spec) and not spec.startswith("camera:") and Path(spec).exists()]
+    for plan in plans:
+        for flag, path, kind in (("-o", plan.output, plan.kind), ("--json", plan.json_path, OutputKind.JSON),
+                                 ("--masks", plan.masks_dir, OutputKind.MASKS)):
+            if path is None:
+                continue
+            for inp in inputs:
+                if _writes_over(path, kind, inp):
+                    raise OutputError(f"{flag} {path} would write over the input {inp}: write the output elsewhere")
+
+
+def _writes_over(path: Path, kind: OutputKind, inp: Path) -> bool:
+    if same_file(path, inp):
+        return True
+    if kind is OutputKind.SEGMENTS:
+        return same_file(path.parent, inp.parent) and bool(segment_names(path).match(inp.name))
+    if kind in (OutputKind.IMAGE_FOLDER, OutputKind.MASKS) and inp.is_file() and same_file(path, inp.parent):
+        numbered = inp.suffix.lower() == ".png" and inp.stem.isdigit() and len(inp.stem) == 6  # 000012.png
+        still = kind is OutputKind.IMAGE_FOLDER and inp.suffix.lower() == ".png"  # a still a.png -> a.png
+        return numbered or still
+    return False
+
+
 def check_route(plan: RoutePlan, source: Source) -> None:
     """Outputs that cannot hold what the source gives: one image for many frames."""
     single_still = isinstance(source, ImageSource) and not source.is_folder
@@ -232,25 +261,38 @@ def open_outputs(plan: RoutePlan, source: Source, config: OutputConfig, *, colou
     ctx = OutputContext(source=source, config=config, colours=colours)
     owned: list = []
     try:
+        window = []  # first: a display that cannot be used fails before any file is created
+        if config.display:
+            window.append(WindowSink(f"streamseg - {source.description}", on_quit=on_quit))
+            owned += window
         for folder in plan.folders:
             _make_folder(folder)
-        exports = [EXPORT_KINDS[kind](path, ctx) for kind, path in
+        exports = [EXPORT_KINDS[kind](_target(path, kind, source), ctx) for kind, path in
                    ((OutputKind.JSON, plan.json_path), (OutputKind.MASKS, plan.masks_dir)) if path is not None]
         owned += exports
         sinks: list[Sink] = []
         if plan.output is not None:
             if plan.kind is OutputKind.IMAGE_FOLDER and not plan.output.exists():
                 log.info("creating output folder %s", plan.output)
-            sinks.append(SINK_KINDS[plan.kind](plan.output, ctx))
-        if config.display:
-            sinks.append(WindowSink(f"streamseg - {source.description}", on_quit=on_quit))
-        owned += sinks
+            sinks.append(SINK_KINDS[plan.kind](_target(plan.output, plan.kind, source), ctx))
+        sinks += window
+        owned += sinks[:len(sinks) - len(window)]
     except BaseException:
         close_all(owned)
         raise
     every = [*sinks, *shared]
     sink = every[0] if len(every) == 1 else TeeSink(every) if every else NullSink()
     return RouteOutputs(sink=sink, exports=exports, owned=[*sinks, *exports])  # in the order outputs are named
+
+
+def _target(path: Path, kind: OutputKind, source: Source) -> Path:
+    """Where an output is written: its path, except that a live recording never replaces an existing file."""
+    if source.live and kind in (OutputKind.VIDEO, OutputKind.JSON):
+        free = free_path(path)
+        if free != path:
+            log.warning("%s exists: recording into %s", path, free)
+        return free
+    return path
 
 
 def _make_folder(folder: Path) -> None:

@@ -45,7 +45,7 @@ from .channel import END, Channel
 from .config import DropPolicy
 from .errors import Stopped
 from .frames import Frame, SegmentationResult
-from .resources import close_all
+from .resources import close_all, redact
 from .roles import DrawFn, Export, SegmentFn, Sink, Source
 from .stats import RunStats
 
@@ -130,7 +130,7 @@ class Pipeline:
                 "latency_ms": st.latency_percentiles(),
                 "reconnects": getattr(route.source, "reconnects", 0),
                 "gap_seconds": getattr(route.source, "gap_seconds", 0.0),
-                "error": None if route.error is None else str(route.error)}
+                "error": None if route.error is None else redact(str(route.error))}
 
     @property
     def error(self) -> BaseException | None:
@@ -345,6 +345,7 @@ class Pipeline:
             st.frames_dropped = channel.dropped
             st.reconnects = getattr(route.source, "reconnects", 0)
             st.gap_seconds = getattr(route.source, "gap_seconds", 0.0)
+            st.damaged_packets = getattr(route.source, "damaged_packets", 0)
             st.wall_seconds = wall
         self.stats = RunStats.total((r.stats for r in self.routes), batches=self._batches,
                                     wall_seconds=wall,

@@ -99,10 +99,13 @@ def _background(spec: str, shape: tuple[int, ...]) -> np.ndarray:
     path = Path(spec)
     if not path.is_file():
         raise InputError(f"background image not found: {spec} (or give a colour as #RRGGBB)")
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((shape[1], shape[0])))
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((shape[1], shape[0])))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"--background {spec}: not a readable image ({str(exc).splitlines()[0][:160]})") from exc
 
 
 def _positions(ids: np.ndarray, order: list[int]) -> np.ndarray:

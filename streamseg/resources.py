@@ -40,8 +40,8 @@ def safe_name(text: str, default: str) -> str:
 
 
 def short_message(exc: BaseException) -> str:
-    """The first line of an exception's text (at most 200 characters), or its type's name."""
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    """The first line of an exception's text (at most 200 characters, secrets in URLs hidden), or its type's name."""
+    return redact(str(exc).splitlines()[0])[:200] if str(exc) else type(exc).__name__
 
 
 def check_parent_folder(path: Path) -> None:
@@ -66,12 +66,17 @@ class ImageFiles(Closing):
         self._written: list[Path] = []
 
     def _save(self, image, target: Path) -> None:
-        """Save a PIL image; a failure is a :class:`~streamseg.errors.WriteError` naming the file."""
+        """Save a PIL image under a temporary name, then rename it over ``target``: a file is there whole or
+        not at all. A failure is a :class:`~streamseg.errors.WriteError` naming the file."""
         from .errors import WriteError
+        from .files import commit, partial_path
 
+        partial = partial_path(target)
         try:
-            image.save(target)
+            image.save(partial)
+            commit(partial, target)
         except (OSError, ValueError) as exc:
+            partial.unlink(missing_ok=True)
             raise WriteError(f"cannot write {target}: {short_message(exc)}") from exc
         self.frames_written += 1
         self._written.append(target)
@@ -82,3 +87,17 @@ class ImageFiles(Closing):
 
     def close(self) -> None:
         pass
+
+
+_SECRET_PARAMS = ("token", "key", "secret", "pass", "passphrase", "password", "passwd", "pwd", "auth", "authorization",
+                  "sig", "signature", "credential", "credentials")  # a parameter name ending in one of these
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s'\"]*):(?P<password>[^/@\s'\"]*)@")
+_QUERY_SECRET = re.compile(r"(?P<name>[?&;][A-Za-z0-9_.-]*(?:" + "|".join(_SECRET_PARAMS) + r")=)"
+                           r"(?P<value>[^&;#\s'\"]+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the secrets URLs carry hidden: passwords in ``scheme://user:password@host`` and the values
+    of query parameters named like a token, key, secret, password or signature. For messages, logs and pages."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['name']}***", text)

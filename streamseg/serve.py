@@ -6,15 +6,23 @@ per source). The render thread encodes each frame to JPEG once (:meth:`PreviewSe
 every viewer's connection thread sends the newest JPEG it has not sent yet and skips the
 rest, so slow or many viewers never hold up the pipeline.
 
-Binds 127.0.0.1 unless a host is given. Any other host needs a token, and then every
-request must carry it (``?token=...`` or ``Authorization: Bearer ...``).
+Binds 127.0.0.1 unless a host is given. Any other host needs a token (one is made up and printed
+once when none is given), and then every request must carry it (``?token=...`` or
+``Authorization: Bearer ...``). Requests must name this server in their ``Host`` header (an IP
+address, ``localhost``, or a name given with ``--serve-host``), so that a web page cannot reach it
+through a DNS name rebound to 127.0.0.1. Connections are bounded (``max_connections``; more get 503)
+and idle or slow ones time out (``idle_timeout``). Nothing here ever shows a traceback or the token
+in a log line.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
+import secrets
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +32,7 @@ import cv2
 
 from .errors import InputError, OutputError
 from .frames import Frame
+from .resources import redact
 from .roles import SinkBase
 
 log = logging.getLogger(__name__)
@@ -62,16 +71,54 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, number
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once; errors logged at debug, never printed."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, *, max_connections: int) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        log.debug("serve: error on a connection from %s", client_address[0], exc_info=True)
+
+
 class PreviewServer(SinkBase):
-    """An HTTP server (its own threads) showing the frames written to it. A sink: the render thread writes."""
+    """An HTTP server (its own threads) showing the frames written to it. A sink: the render thread writes.
+
+    ``token_generated`` is true when no token was given for a non-local address and one was made up:
+    the caller shows it once.
+    """
 
     def __init__(self, address: str, *, token: str | None = None, quality: int = 80,
-                 stats: Callable[[], dict] | None = None, sources: int = 1) -> None:
+                 stats: Callable[[], dict] | None = None, sources: int = 1, hosts: tuple[str, ...] = (),
+                 max_connections: int = 64, idle_timeout: float = 10.0) -> None:
         host, port = parse_address(address)
-        if host not in LOCAL_HOSTS and not token:
-            raise InputError(f"--serve on {host} is reachable from other machines: give --serve-token SECRET "
-                             "(every request must then carry it), or serve on 127.0.0.1")
-        self.token = token
+        self.token_generated = host not in LOCAL_HOSTS and not token
+        self.token = secrets.token_urlsafe(16) if self.token_generated else token
         self.stats = stats or (lambda: {"sources": []})
         self._quality = quality
         self._cond = threading.Condition()
@@ -81,18 +128,34 @@ class PreviewServer(SinkBase):
         self._closing = False
         self.viewers = 0
         self.frames_encoded = 0
+        self.idle_timeout = idle_timeout
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+            self._server = _Server((host, port), _handler_for(self), max_connections=max_connections)
         except OSError as exc:
             raise OutputError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
-        self._server.daemon_threads = True
         bound_host, bound_port = self._server.server_address[:2]
+        self._hosts = _allowed_hosts(bound_host, hosts)
         self.url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}/"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="streamseg-serve", daemon=True)
         self._thread.start()
         self._closed = False
         log.info("live view: %s", self.url)
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's ``Host`` names this server (none at all: an HTTP/1.0 client, not a browser)."""
+        if not header:
+            return True
+        name = header.strip().lower()
+        if name.startswith("["):  # [v6]:port
+            name = name[1:].split("]", 1)[0]
+        elif name.count(":") == 1:
+            name = name.split(":", 1)[0]
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            return name in self._hosts  # a name: only localhost and --serve-host names
+        return "*" in self._hosts or ip.is_loopback or str(ip) in self._hosts
 
     # -- the render thread ------------------------------------------------------------------
     def write(self, frame: Frame) -> None:
@@ -138,10 +201,9 @@ class PreviewServer(SinkBase):
     def closing(self) -> bool:
         return self._closing
 
-    def authorised(self, handler: BaseHTTPRequestHandler) -> bool:
+    def authorised(self, handler: BaseHTTPRequestHandler, query: dict) -> bool:
         if not self.token:
             return True
-        query = parse_qs(urlparse(handler.path).query)
         given = (query.get("token") or [""])[0]
         auth = handler.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
@@ -149,13 +211,22 @@ class PreviewServer(SinkBase):
         return hmac.compare_digest(given.encode(), self.token.encode())
 
 
+def _allowed_hosts(bound: str, names: tuple[str, ...]) -> frozenset[str]:
+    """The Host names a request may give: localhost, the --serve-host names, the bound address; ``*`` stands
+    for any IP address when the server listens on all of them (an IP literal cannot be a rebound name)."""
+    hosts = {"localhost", *(n.strip().lower() for n in names if n.strip())}
+    hosts.add("*" if bound in ("0.0.0.0", "::") else bound)
+    return frozenset(hosts)
+
+
 def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "streamseg"
+        timeout = server.idle_timeout  # idle connections and slow headers end after this (socket timeout)
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-            log.debug("serve: " + format, *args)
+            log.debug("serve: %s", redact(format % args))  # the request line may hold ?token=
 
         def _send(self, code: int, body: bytes, content_type: str) -> None:
             self.send_response(code)
@@ -166,40 +237,55 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_GET(self) -> None:  # noqa: N802 - the base class's name
-            if not server.authorised(self):
+            try:
+                self._get()
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the viewer went away or stalled
+                self.close_connection = True
+            except Exception:  # noqa: BLE001 - one bad request never prints a traceback or stops the server
+                log.debug("serve: request failed", exc_info=True)
+                self.close_connection = True
+
+        def _get(self) -> None:
+            if not server.host_allowed(self.headers.get("Host")):
+                self._send(403, b"forbidden: this Host is not this server (streamseg --serve-host NAME allows a "
+                                b"name)\n", "text/plain")
+                return
+            try:
+                url = urlparse(self.path)
+                params = parse_qs(url.query)
+            except ValueError:
+                self._send(400, b"bad request\n", "text/plain")
+                return
+            if not server.authorised(self, params):
                 self._send(403, b"forbidden: this server needs ?token=...\n", "text/plain")
                 return
-            url = urlparse(self.path)
             token = f"token={server.token}" if server.token else ""
             query = f"?{token}" if token else ""
             try:
-                source = int((parse_qs(url.query).get("source") or ["0"])[0])
+                source = int((params.get("source") or ["0"])[0])
             except ValueError:
                 source = -1
             if not 0 <= source < server.sources:
                 self._send(404, b"no such source\n", "text/plain")
                 return
-            try:
-                if url.path in ("/", "/index.html"):
-                    images = "".join(f'<img src="stream.mjpg?source={i}{"&" + token if token else ""}" '
-                                     f'alt="streamseg live view {i}">' for i in range(server.sources))
-                    self._send(200, _PAGE.format(query=query, images=images).encode(), "text/html; charset=utf-8")
-                elif url.path == "/stats":
-                    body = dict(server.stats())
-                    body["viewers"] = server.viewers
-                    self._send(200, json.dumps(body).encode(), "application/json")
-                elif url.path == "/frame.jpg":
-                    jpeg = server.latest_jpeg(source, timeout=5.0)
-                    if jpeg is None:
-                        self._send(503, b"no frame yet\n", "text/plain")
-                    else:
-                        self._send(200, jpeg, "image/jpeg")
-                elif url.path == "/stream.mjpg":
-                    self._stream(source)
+            if url.path in ("/", "/index.html"):
+                images = "".join(f'<img src="stream.mjpg?source={i}{"&" + token if token else ""}" '
+                                 f'alt="streamseg live view {i}">' for i in range(server.sources))
+                self._send(200, _PAGE.format(query=query, images=images).encode(), "text/html; charset=utf-8")
+            elif url.path == "/stats":
+                body = dict(server.stats())
+                body["viewers"] = server.viewers
+                self._send(200, json.dumps(body).encode(), "application/json")
+            elif url.path == "/frame.jpg":
+                jpeg = server.latest_jpeg(source, timeout=5.0)
+                if jpeg is None:
+                    self._send(503, b"no frame yet\n", "text/plain")
                 else:
-                    self._send(404, b"not found\n", "text/plain")
-            except (BrokenPipeError, ConnectionResetError):  # the viewer went away
-                pass
+                    self._send(200, jpeg, "image/jpeg")
+            elif url.path == "/stream.mjpg":
+                self._stream(source)
+            else:
+                self._send(404, b"not found\n", "text/plain")
 
         def _stream(self, source: int) -> None:
             self.send_response(200)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -64,6 +66,28 @@ class ImageSink(ImageFiles, SinkBase):
         self._save(Image.fromarray(frame.image), target)
 
 
+def x_display_problem(display: str, timeout: float = 2.0) -> str | None:
+    """Why no X server answers at ``display`` (``:0``, ``unix:1.0``, ``host:10.0``), or ``None`` when one does."""
+    host, sep, rest = display.rpartition(":")
+    number = rest.split(".", 1)[0]
+    if not sep or not number.isdigit():
+        return "not an X display name (expected :N or HOST:N)"
+    if host in ("", "unix") or host.startswith("/"):  # a local socket (or a launchd path on macOS)
+        path = host if host.startswith("/") else f"/tmp/.X11-unix/X{number}"
+        candidates = [(socket.AF_UNIX, path)] + ([(socket.AF_UNIX, "\0" + path)] if sys.platform == "linux" else [])
+    else:
+        candidates = [(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, 6000 + int(number)))]
+    for family, address in candidates:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                return None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    return f"no X server answers ({reason})"
+
+
 class WindowSink(SinkBase):
     """An OpenCV window. ``q`` or Esc (or closing the window) calls ``on_quit``.
 
@@ -75,6 +99,11 @@ class WindowSink(SinkBase):
 
         if os.name == "posix" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise OutputError("no display available for the window; use --no-display (and -o FILE) on a headless machine")
+        display = os.environ.get("DISPLAY")
+        if os.name == "posix" and display and (why := x_display_problem(display)):
+            # OpenCV's Qt aborts the whole process (SIGABRT) on a display it cannot open: find out first.
+            raise OutputError(f"cannot open a window on DISPLAY={display}: {why}; use --no-display on a headless "
+                              "machine, or set DISPLAY to a running X server")
         self._cv2 = cv2
         self.title = title
         self.on_quit = on_quit

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import SourceError
 from .frames import Frame
-from .resources import Closing, short_message
+from .resources import Closing, redact, short_message
 from .roles import Source
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class VideoSource(Closing):
 
     def __init__(self, spec: str, *, live: bool | None = None, timeout: float = 10.0) -> None:
         self.spec = spec
+        self.description = name = redact(spec)  # what messages, logs and pages show: no passwords or tokens
         self._timeout = timeout
         url = is_url(spec)
         if url:
@@ -65,18 +66,18 @@ class VideoSource(Closing):
             self._container = av.open(spec, mode="r", options=options, timeout=(timeout, timeout) if url else None)
         except av.error.ProtocolNotFoundError as exc:
             scheme = urlparse(spec).scheme
-            raise SourceError(f"cannot open stream: {spec} (the FFmpeg inside PyAV has no {scheme!r} protocol; "
+            raise SourceError(f"cannot open stream: {name} (the FFmpeg inside PyAV has no {scheme!r} protocol; "
                               f"install PyAV built on an FFmpeg with it: pip install av --no-binary av)") from exc
         except av.FFmpegError as exc:
             what = "cannot open stream" if url else "not a readable video"
-            raise SourceError(f"{what}: {spec} ({short_message(exc)})") from exc
+            raise SourceError(f"{what}: {name} ({short_message(exc)})") from exc
         except OSError as exc:  # e.g. permission denied
-            raise SourceError(f"cannot open {spec}: {short_message(exc)}") from exc
+            raise SourceError(f"cannot open {name}: {short_message(exc)}") from exc
         try:
             self._stream = self._container.streams.video[0]
         except IndexError:
             self._container.close()
-            raise SourceError(f"no video stream in {spec}") from None
+            raise SourceError(f"no video stream in {name}") from None
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         self.fps = float(rate) if rate else None
@@ -85,38 +86,81 @@ class VideoSource(Closing):
             frames = int(round(float(self._stream.duration * self._stream.time_base) * self.fps))
         self.expected_frames = frames or None
         self.audio_path = spec if (not url and self._container.streams.audio) else None
-        self.description = spec
+        self.damaged_packets = 0  # packets the decoder could not use and skipped (as players do)
         self._closed = False
 
     def __iter__(self) -> Iterator[Frame]:
+        """Every frame, upright (a display matrix's rotation applied), with the stream's timestamps.
+
+        A packet the decoder rejects is skipped and counted (``damaged_packets``), as players do; a
+        file that cannot be read on (demuxing fails) ends with a :class:`SourceError`, as does a
+        file with no frame at all.
+        """
         tb = self._stream.time_base or Fraction(1, 90_000)
         step = int(round(1 / (float(tb) * self.fps))) if self.fps else 1
         first: int | None = None
         last: int | None = None
         index = 0
         try:
-            for vf in self._container.decode(self._stream):
-                pts = vf.pts if vf.pts is not None else (last + step if last is not None else 0)
-                if self.live:
-                    first = pts if first is None else first
-                    pts -= first
-                last = pts
-                yield Frame(index=index, image=vf.to_ndarray(format="rgb24"), pts=pts, time_base=tb)
-                index += 1
+            for packet in self._container.demux(self._stream):
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError as exc:
+                    self.damaged_packets += 1
+                    log.debug("%s: damaged packet at %s skipped (%s)", self.description, packet.pts, short_message(exc))
+                    continue
+                for vf in decoded:
+                    pts = vf.pts if vf.pts is not None else (last + step if last is not None else 0)
+                    if self.live:
+                        first = pts if first is None else first
+                        pts -= first
+                    last = pts
+                    yield Frame(index=index, image=_upright(vf), pts=pts, time_base=tb)
+                    index += 1
         except av.FFmpegError as exc:
+            name = self.description
             if self.live:
-                raise SourceError(f"stream failed: {self.spec} ({short_message(exc)})") from exc
+                raise SourceError(f"stream failed: {name} ({short_message(exc)})") from exc
             if index == 0 and is_url(self.spec) and not _accepts_ranges(self.spec, self._timeout):
                 # FFmpeg read through the whole file to find the index, and cannot go back to the first frame.
-                raise SourceError(f"cannot play {self.spec} while downloading it: its index (moov) is at the end of "
+                raise SourceError(f"cannot play {name} while downloading it: its index (moov) is at the end of "
                                   "the file and the server does not support range requests (seeking); download it "
                                   "first, or remux it with ffmpeg -i IN -c copy -movflags +faststart OUT") from exc
-            raise SourceError(f"corrupt video: {self.spec} at frame {index} ({short_message(exc)})") from exc
+            raise SourceError(f"corrupt video: {name} at frame {index} ({short_message(exc)})") from exc
+        finally:
+            if self.damaged_packets:
+                log.warning("%s: skipped %d damaged packet%s", self.description, self.damaged_packets,
+                            "" if self.damaged_packets == 1 else "s")
+        if index == 0 and not self.live:
+            raise SourceError(f"no video frames in {self.description}"
+                              f"{f' ({self.damaged_packets} damaged packets)' if self.damaged_packets else ''}")
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._container.close()
+
+
+def _upright(vf: av.VideoFrame) -> np.ndarray:
+    """The frame as RGB, turned as its display matrix says (phones record sideways and store a rotation)."""
+    image = vf.to_ndarray(format="rgb24")
+    rotation = vf.rotation  # degrees counter-clockwise, as FFmpeg's own autorotation applies them
+    if rotation:
+        turns = round(rotation / 90)
+        if abs(rotation - 90 * turns) > 1:
+            _warn_once(f"rotation of {rotation} degrees is not a multiple of 90: frames left as they are")
+        elif turns % 4:
+            image = np.ascontiguousarray(np.rot90(image, turns % 4))
+    return image
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
 
 
 def _accepts_ranges(url: str, timeout: float) -> bool:
@@ -157,6 +201,8 @@ class CameraSource(Closing):
         import cv2
 
         factory = capture_factory or cv2.VideoCapture
+        if index < 0:  # OpenCV's "any camera" (-1) crashes some backends outright
+            raise SourceError(f"invalid camera {index}: expected 0 or more (the first camera is 0)")
         self.description = f"camera {index}"
         self._cap = factory(index)
         if not self._cap.isOpened():
@@ -194,8 +240,10 @@ def _read_image(path: Path | str, data: bytes | None = None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as im:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SourceError(f"not a readable image: {path} ({short_message(exc)})") from exc
+    except Image.DecompressionBombError as exc:
+        raise SourceError(f"image too large to read safely: {redact(str(path))} ({short_message(exc)})") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise SourceError(f"not a readable image: {redact(str(path))} ({short_message(exc)})") from exc
 
 
 def _download(url: str, timeout: float) -> bytes:
@@ -208,7 +256,7 @@ def _download(url: str, timeout: float) -> bytes:
     except (URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         text = short_message(reason) if isinstance(reason, BaseException) else str(reason)
-        raise SourceError(f"cannot download image {url} ({text})") from exc
+        raise SourceError(f"cannot download image {redact(url)} ({redact(text)})") from exc
 
 
 class ImageSource(Closing):
@@ -240,7 +288,7 @@ class ImageSource(Closing):
             self._items = [(q.name, q, None) for q in paths]
         self.fps = float(STILL_FPS)
         self.expected_frames = len(self._items)
-        self.description = spec
+        self.description = redact(spec)
 
     def __iter__(self) -> Iterator[Frame]:
         tb = Fraction(1, STILL_FPS)
@@ -270,7 +318,7 @@ class ReconnectingSource(Closing):
                  first_delay: float = 0.5, opener: Callable[[], Source] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
-        self.description = spec
+        self.description = redact(spec)  # never the password or token of the URL
         self._open = opener or (lambda: VideoSource(spec, live=True, timeout=timeout))
         self._attempts, self._max_delay, self._first_delay = attempts, max_delay, first_delay
         self._clock = clock
@@ -279,11 +327,16 @@ class ReconnectingSource(Closing):
         self.fps = self._current.fps
         self.reconnects = 0
         self.gap_seconds = 0.0
+        self._damaged_before = 0  # damaged packets of earlier connections
         self.last_error: SourceError | None = None  # why the last connection or attempt failed
         self._closed = False
 
     def interrupt(self) -> None:
         self._interrupted.set()
+
+    @property
+    def damaged_packets(self) -> int:
+        return self._damaged_before + getattr(self._current, "damaged_packets", 0)
 
     def _reconnect(self) -> Source | None:
         """A new connection, or ``None`` when interrupted or out of attempts (then the last error is raised)."""
@@ -292,7 +345,7 @@ class ReconnectingSource(Closing):
         while not self._interrupted.is_set():
             if self._attempts is not None and failures >= self._attempts:
                 return None
-            log.warning("%s: reconnecting in %.1f s (attempt %d%s)", self.spec, delay, failures + 1,
+            log.warning("%s: reconnecting in %.1f s (attempt %d%s)", self.description, delay, failures + 1,
                         "" if self._attempts is None else f" of {self._attempts}")
             if self._interrupted.wait(delay):
                 return None
@@ -325,11 +378,12 @@ class ReconnectingSource(Closing):
                     index += 1
                     if self._interrupted.is_set():
                         return
-                log.warning("%s: the stream ended", self.spec)
+                log.warning("%s: the stream ended", self.description)
             except SourceError as exc:
                 self.last_error = exc
                 log.warning("%s", exc)
             lost_at = self._clock()
+            self._damaged_before += getattr(self._current, "damaged_packets", 0)
             self._current.close()
             self._current = None
             if self._interrupted.is_set():
@@ -343,7 +397,7 @@ class ReconnectingSource(Closing):
                 raise self.last_error
             self.reconnects += 1
             self.gap_seconds += self._clock() - lost_at
-            log.warning("%s: reconnected after %.1f s (reconnect %d)", self.spec, self._clock() - lost_at,
+            log.warning("%s: reconnected after %.1f s (reconnect %d)", self.description, self._clock() - lost_at,
                         self.reconnects)
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ class RunStats:
     live: bool = False  # the source runs at its own pace (latency is reported for these)
     reconnects: int = 0  # a live stream that failed or ended and came back
     gap_seconds: float = 0.0  # wall-clock time lost to reconnects
+    damaged_packets: int = 0  # packets the decoder rejected and skipped
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))  # capture -> written
     stages: dict[str, StageTimes] = field(default_factory=lambda: {name: StageTimes() for name in STAGES})
 
@@ -54,6 +55,8 @@ class RunStats:
     def summary(self) -> str:
         stages = ", ".join(f"{name} {st.mean_ms:.1f}" for name, st in self.stages.items())
         gaps = f", reconnects {self.reconnects} ({self.gap_seconds:.1f} s lost)" if self.reconnects else ""
+        if self.damaged_packets:
+            gaps += f", damaged packets skipped {self.damaged_packets}"
         lat = self.latency_percentiles()
         latency = f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms; " if self.live else ""
         return (f"frames read {self.frames_read}, written {self.frames_written}, dropped {self.frames_dropped}{gaps}; "
@@ -65,7 +68,7 @@ class RunStats:
         out = cls(batches=batches, wall_seconds=wall_seconds, completed=completed)
         for st in parts:
             for name in ("frames_read", "frames_inferred", "frames_written", "frames_dropped", "reconnects",
-                         "gap_seconds"):
+                         "gap_seconds", "damaged_packets"):
                 setattr(out, name, getattr(out, name) + getattr(st, name))
             out.live = out.live or st.live
             out.latency_ms.extend(st.latency_ms)

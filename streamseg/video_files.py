@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import OutputError, WriteError
 from .frames import Frame
+from .files import Syncer, check_replaceable, commit, partial_path, segment_names
 from .resources import check_parent_folder, short_message
 from .roles import SinkBase
 
@@ -92,11 +93,15 @@ class _AudioCopy:
 
 
 class VideoFileSink(SinkBase):
-    """An H.264 (yuv420p) MP4/MOV/MKV file with ``+faststart``, the frames' own timestamps,
-    and the audio of ``audio_from`` when given.
+    """An H.264 (yuv420p) MP4/MOV/MKV file with the frames' own timestamps and the audio of ``audio_from``.
 
-    The file is created at once; streams are set up from the first frame. ``close()``
-    always flushes the encoder and finalises the file, also after an error.
+    Finite inputs (``live=False``) are written with ``+faststart`` under a temporary name
+    (:func:`~streamseg.files.partial_path`) and renamed over ``path`` when closed with at least one
+    frame: an existing file at ``path`` is untouched until then, and a failed or empty run leaves none.
+    Live recordings are written at ``path`` itself as fragmented MP4 (a fragment every keyframe, 2 s
+    apart), each fragment handed to the OS as it closes and synced at most once a second: a crash,
+    a kill or a full disk leaves a file that plays up to the last fragment. ``close()`` always
+    flushes the encoder and finalises the file, also after an error.
     """
 
     def __init__(self, path: str | Path, *, audio_from: str | None = None, fps: float | None = None,
@@ -107,26 +112,30 @@ class VideoFileSink(SinkBase):
         check_parent_folder(self.path)
         if self.path.is_dir():
             raise OutputError(f"output is a folder, not a file: {self.path}")
+        check_replaceable(self.path)
         self._audio_from = audio_from
         self._fps = fps or 25.0
         self._crf, self._preset = crf, preset
-        # Recordings of live sources are fragmented (a self-contained fragment every keyframe, 2 s apart):
-        # a crash, a kill or a full disk leaves a file that plays up to the last fragment. Files are
-        # written with the index in front (+faststart) for browsers.
         self._fragmented = live
         self._origin: int | None = None if live else 0  # live: the file starts at its first frame's time
+        self._file = self.path if live else partial_path(self.path)  # where the bytes go until closed
         if self.path.suffix.lower() == ".mkv":
-            container_options = {}
+            self._container_options = {}
         elif live:
-            container_options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
+            self._container_options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
         else:
-            container_options = {"movflags": "+faststart"}
-        try:
-            with open(self.path, "wb"):  # FFmpeg opens the file only at the first frame: fail here instead
+            self._container_options = {"movflags": "+faststart"}
+        if live:  # each packet (so each finished fragment) goes to the OS at once, not into a 32 KB buffer
+            self._container_options["flush_packets"] = "1"
+        try:  # FFmpeg opens the file only at the first frame: fail here instead
+            with open(self._file, "xb" if live else "wb"):
                 pass
-            self._out = av.open(str(self.path), mode="w", container_options=container_options)
-        except (av.FFmpegError, OSError) as exc:
+        except FileExistsError as exc:
+            raise OutputError(f"cannot create {self.path}: it appeared meanwhile") from exc
+        except OSError as exc:
             raise OutputError(f"cannot create {self.path}: {short_message(exc)}") from exc
+        self._out: av.container.OutputContainer | None = None
+        self._syncer = Syncer(self._file) if live else None
         self._stream: av.VideoStream | None = None
         self._audio: _AudioCopy | None = None
         self._last_pts: int | None = None
@@ -134,9 +143,14 @@ class VideoFileSink(SinkBase):
         self._last_seconds = 0.0
         self._complete = False
         self._closed = False
+        self._kept = False
         self.frames_written = 0
 
     def _start(self, frame: Frame) -> None:
+        try:
+            self._out = av.open(str(self._file), mode="w", container_options=self._container_options)
+        except (av.FFmpegError, OSError) as exc:
+            raise WriteError(f"cannot create {self.path}: {short_message(exc)}") from exc
         width, height = frame.size
         tb = frame.time_base or Fraction(1, int(round(self._fps * 1000)))
         stream = self._out.add_stream("libx264", rate=Fraction(self._fps).limit_denominator(1001))
@@ -189,37 +203,58 @@ class VideoFileSink(SinkBase):
         except (av.FFmpegError, OSError) as exc:
             raise WriteError(f"cannot write {self.path}: {short_message(exc)}") from exc
         self.frames_written += 1
+        if self._syncer is not None:
+            self._syncer.maybe_sync()
 
     def finish(self) -> None:
         self._complete = True
 
     @property
     def written(self) -> list[Path]:
-        """This file, once a frame is in it (a file that never got a frame is deleted at close)."""
-        return [self.path] if self.frames_written else []
+        """This file, once it holds frames: a live recording as it goes, a file when it was renamed into place."""
+        return [self.path] if self.frames_written and (self._kept or (self._fragmented and not self._closed)) else []
 
     def close(self) -> None:
+        """Finalise the file. A file with frames is kept (renamed into place); one without is removed; one whose
+        writing failed is removed unless it is a live recording (it plays up to its last fragment)."""
         if self._closed:
             return
         self._closed = True
+        failed = True
         try:
-            if self._stream is not None:
-                self._out.mux(self._stream.encode(None))
-                if self._audio is not None:
-                    # A complete run keeps all of its audio; a stopped one ends with its video.
-                    self._audio.copy_until(float("inf") if self._complete else self._last_seconds + 1 / self._fps)
+            if self._out is not None:
+                try:
+                    self._out.mux(self._stream.encode(None))
+                    if self._audio is not None:
+                        # A complete run keeps all of its audio; a stopped one ends with its video.
+                        self._audio.copy_until(float("inf") if self._complete else self._last_seconds + 1 / self._fps)
+                finally:
+                    if self._audio is not None:
+                        self._audio.close()
+                    self._out.close()
+            failed = False
         except (av.FFmpegError, OSError) as exc:
             raise WriteError(f"cannot finish {self.path}: {short_message(exc)}") from exc
         finally:
-            if self._audio is not None:
-                self._audio.close()
+            if self._syncer is not None:
+                self._syncer.close()
+            self._settle(failed)
+
+    def _settle(self, failed: bool) -> None:
+        """Keep or remove what was written, once the container is closed (or failed to close)."""
+        if self.frames_written and self._fragmented:
+            self._kept = True  # in place already: fragments up to a failure still play
+            if failed:
+                log.warning("kept %s: it plays up to its last complete fragment", self.path)
+        elif self.frames_written and not failed:
             try:
-                self._out.close()
-            except (av.FFmpegError, OSError) as exc:
+                commit(self._file, self.path)
+                self._kept = True
+            except OSError as exc:
+                self._file.unlink(missing_ok=True)
                 raise WriteError(f"cannot finish {self.path}: {short_message(exc)}") from exc
-            finally:
-                if self.frames_written == 0:  # no frame ever came: leave no empty, unplayable file behind
-                    self.path.unlink(missing_ok=True)
+        else:  # no frame, or a file without its index: nothing playable to keep
+            self._file.unlink(missing_ok=True)
 
 
 def segment_path(path: Path, number: int, start: float) -> Path:
@@ -236,12 +271,23 @@ def segment_path(path: Path, number: int, start: float) -> Path:
     return path.with_name(f"{path.stem}-{number:03d}{path.suffix}")
 
 
+def _next_segment_number(path: Path) -> int:
+    """One past the highest numbered segment of ``path`` already in its folder (0 when there is none)."""
+    if "%" in path.name or not path.parent.is_dir():
+        return 0
+    numbers = [int(p.stem.rsplit("-", 1)[1]) for p in path.parent.iterdir() if segment_names(path).match(p.name)]
+    return max(numbers, default=-1) + 1
+
+
 class SegmentedVideoSink(SinkBase):
     """Rotating video files of ``segment_seconds`` each (``--segment-time``), named by :func:`segment_path`.
 
     A segment is finalised (closed, playable) as soon as the next one starts; each starts
     at time 0 and with a keyframe. Rotation follows the frames' timestamps, so a live
-    source's segments follow the wall clock. ``files`` lists what was written.
+    source's segments follow the wall clock. ``files`` lists what was written. A live
+    recording never replaces a file: numbering continues after the segments already in the
+    folder (a restarted recorder goes on with the next number), and a repeated strftime name
+    gets ``-NNN``.
     """
 
     def __init__(self, path: str | Path, segment_seconds: float, *, fps: float | None = None,
@@ -263,6 +309,7 @@ class SegmentedVideoSink(SinkBase):
         self._segment_start = 0.0  # input time (s) of the current segment's first frame: its time 0
         self._number = -1
         self.files: list[Path] = []
+        self._first_number = _next_segment_number(self.path) if live else 0
         self._closed = False
 
     def write(self, frame: Frame) -> None:
@@ -276,9 +323,12 @@ class SegmentedVideoSink(SinkBase):
             current.close()
             log.info("segment finished: %s", current.path)
         if self._current is None:
-            path = segment_path(self.path, len(self.files), self._clock())
-            if path in self.files:  # a strftime name that repeats (segments shorter than its resolution)
-                path = path.with_name(f"{path.stem}-{len(self.files):03d}{path.suffix}")
+            path = segment_path(self.path, self._first_number + len(self.files), self._clock())
+            if path in self.files or (self._live and path.exists()):  # a strftime name that repeats
+                k = len(self.files)
+                while (unique := path.with_name(f"{path.stem}-{k:03d}{path.suffix}")).exists() or unique in self.files:
+                    k += 1
+                path = unique
             self._current = VideoFileSink(path, fps=self._fps, live=self._live)
             self._segment_start, self._number = t, number
             self.files.append(path)
@@ -288,7 +338,7 @@ class SegmentedVideoSink(SinkBase):
 
     @property
     def written(self) -> list[Path]:
-        return list(self.files)
+        return [f for f in self.files if f.exists()]  # a segment of a file is there once it was closed
 
     def close(self) -> None:
         if not self._closed:

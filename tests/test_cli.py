@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import ROOT, SAMPLE_CLIP, SAMPLE_IMAGE, cli_process, decode, run_cli, scene_frames, wait_for_size, write_clip
 from streamseg.cli import main
 from streamseg.config import ModelConfig
+from streamseg.files import partial_path
 from streamseg.model import Segmenter
 from streamseg.render import blend, palette
 
@@ -174,7 +175,7 @@ def long_clip(tmp_path_factory):
 def test_a_signal_leaves_a_playable_file_with_every_frame_written(sig, long_clip, tiny_model, tmp_path):
     out = tmp_path / "rec.mp4"
     with cli_process(str(long_clip), "-o", str(out), "--model", str(tiny_model), "--batch-size", "1", "-q") as proc:
-        wait_for_size(out, 20_000)
+        wait_for_size(partial_path(out), 20_000)  # a file job writes beside its output until complete
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -270,7 +271,7 @@ def test_file_jobs_show_a_progress_bar_with_rate_and_eta(tiny_model, tmp_path, c
 def test_a_second_sigint_stops_without_the_frames_in_flight_and_still_closes_the_file(long_clip, demo_model, tmp_path):
     out = tmp_path / "rec.mp4"
     with cli_process(str(long_clip), "-o", str(out), "--model", str(demo_model), "--batch-size", "8", "-q") as proc:
-        wait_for_size(out, 20_000)
+        wait_for_size(partial_path(out), 20_000)  # a file job writes beside its output until complete
         proc.send_signal(signal.SIGINT)
         time.sleep(0.05)  # the first stop is under way: 16 decoded frames queued behind the model
         proc.send_signal(signal.SIGINT)

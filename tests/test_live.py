@@ -118,17 +118,18 @@ class StreamServer:
     A context manager; ``stop()`` and ``start()`` take it away and bring it back on the same address.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, realtime: bool = True) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"tcp://127.0.0.1:{self.port}"
+        self.realtime = realtime  # False: as fast as the reader takes it (many frames in little time)
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self._proc = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
-                                       str(SAMPLE_CLIP), "-an", "-c", "copy", "-f", "mpegts", f"{self.url}?listen=1"],
-                                      stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(["ffmpeg", "-loglevel", "error", *(["-re"] if self.realtime else []),
+                                       "-stream_loop", "-1", "-i", str(SAMPLE_CLIP), "-an", "-c", "copy", "-f",
+                                       "mpegts", f"{self.url}?listen=1"], stdin=subprocess.DEVNULL)
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -169,17 +170,35 @@ def test_a_stream_server_killed_and_restarted_is_reconnected_into_the_same_playa
 
 
 @needs_ffmpeg
-def test_a_killed_recording_of_a_live_stream_still_plays(tiny_model, tmp_path):
-    out = tmp_path / "rec.mp4"
-    with StreamServer() as server, cli_process(server.url, "-o", str(out), "--model", str(tiny_model),
-                                               "--no-display", "-q") as proc:
-        assert wait_for_size(out, 5_000), "streamseg wrote nothing"
-        time.sleep(4.0)  # past the first fragment (a keyframe every 2 s)
+@pytest.mark.parametrize("seconds, realtime", [(3.0, True), (8.0, True), (20.0, False)],
+                         ids=["first-fragment", "several-fragments", "long-fast-feed"])
+def test_a_recording_killed_at_any_point_plays_all_but_the_fragment_in_progress(seconds, realtime, tiny_model,
+                                                                                   tmp_path):
+    """kill -9 loses at most the fragment being written (2 s): every earlier frame decodes. The last case feeds
+    frames as fast as they are segmented (no frame dropped), so the recording and its JSON hold thousands of
+    frames and megabytes, as minutes of a real camera would."""
+    out, jsonl = tmp_path / "rec.mp4", tmp_path / "rec.jsonl"
+    with StreamServer(realtime=realtime) as server, \
+            cli_process(server.url, "-o", str(out), "--json", str(jsonl), "--model", str(tiny_model), "--no-display",
+                        "-q", *([] if realtime else ["--drop-policy", "wait"])) as proc:
+        assert wait_for_size(jsonl, 1), "streamseg wrote nothing"
+        time.sleep(seconds)
         proc.send_signal(signal.SIGKILL)  # no chance to finalise anything
         proc.wait(timeout=10)
+    records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.endswith("}")]
     frames, times = decode_until_damage(out)
-    assert len(frames) >= 20  # the fragments written before the kill play
-    assert times[0] == 0.0 and all(b > a for a, b in zip(times, times[1:]))
+    # The fragment in progress starts at the last keyframe: one is forced every 2 s of recording time.
+    keys, key_at = [], None
+    for k, r in enumerate(records):
+        if key_at is None or r["pts"] - key_at >= 2.0 - 1e-6:
+            keys.append(k)
+            key_at = r["pts"]
+    in_progress = keys[-1]  # frames before it are in closed fragments, which must all be on disk
+    assert times and times[0] == 0.0 and all(b > a for a, b in zip(times, times[1:]))
+    assert in_progress - 1 <= len(frames) <= len(records), (len(frames), in_progress, len(records), len(keys))
+    assert times[-1] == pytest.approx(records[len(frames) - 1]["pts"] - records[0]["pts"], abs=0.002)
+    if not realtime:  # minutes of a camera's frames, in seconds
+        assert len(records) > 500 and len(keys) >= 5 and out.stat().st_size > 1_000_000, (len(records), len(keys))
 
 
 @needs_ffmpeg

@@ -89,9 +89,13 @@ def test_page_frames_stream_and_stats():
 
 
 def test_other_hosts_need_a_token_and_every_request_carries_it():
-    with pytest.raises(InputError, match="--serve-token"):
-        PreviewServer("0.0.0.0:0")
+    with PreviewServer("0.0.0.0:0") as made_up:  # none given: one is made up (the CLI prints it once)
+        port = made_up.url.rsplit(":", 1)[1].strip("/")
+        assert made_up.token_generated and len(made_up.token) >= 20
+        assert _get(f"http://127.0.0.1:{port}/stats")[0] == 403
+        assert _get(f"http://127.0.0.1:{port}/stats?token={made_up.token}")[0] == 200
     with PreviewServer("0.0.0.0:0", token="s3cret") as server:
+        assert not server.token_generated
         port = server.url.rsplit(":", 1)[1].strip("/")
         base = f"http://127.0.0.1:{port}/"
         assert _get(base)[0] == 403
@@ -109,7 +113,7 @@ def test_viewers_that_do_not_read_never_hold_up_the_writer():
         for _ in range(8):  # viewers that connect and never read a byte
             s = socket.create_connection(("127.0.0.1", port))
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             stalled.append(s)
         deadline = time.monotonic() + 5
         while server.viewers < 8 and time.monotonic() < deadline:

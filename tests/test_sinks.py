@@ -30,11 +30,15 @@ def frames(n: int, *, start_ms: int = 0, step_ms: int = 40, width: int = 96, hei
 
 def test_video_file_keeps_count_timestamps_pixels_and_copies_audio(tmp_path):
     out = tmp_path / "v.mp4"
+    out.write_bytes(b"an older output")
     given = frames(20)
     with VideoFileSink(out, audio_from=str(SAMPLE_CLIP), fps=25) as sink:
         for f in given:
             sink.write(f)
-        assert sink.written == [out]
+        # Written beside it under a temporary name; the older file is untouched until this one is complete.
+        assert sink.written == [] and out.read_bytes() == b"an older output"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".v.partial.mp4", "v.mp4"]
+    assert sink.written == [out] and sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
     images, times = decode(out)
     assert len(images) == 20 and times == pytest.approx([i * 0.04 for i in range(20)])
     err = np.abs(np.stack(images).astype(int) - np.stack([f.image for f in given]).astype(int)).mean()
@@ -52,6 +56,8 @@ def test_a_live_video_file_is_fragmented_and_starts_at_zero(tmp_path):
     with VideoFileSink(out, fps=25, live=True) as sink:
         for f in frames(75, start_ms=5000):  # a stream that was already running: 3 s from 5.0 s
             sink.write(f)
+        assert sink.written == [out]  # in place from the start: a crash leaves it under its own name
+        assert len(decode(out)[0]) >= 50  # the fragments closed so far are on disk already (2 s, 50 frames)
     images, times = decode(out)
     assert len(images) == 75 and times[0] == 0.0 and times[-1] == pytest.approx(74 * 0.04)
     assert out.read_bytes().count(b"moof") >= 2  # a fragment every 2 s keyframe
