@@ -200,7 +200,10 @@ def _benchmarks_module():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parse(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, --version (0) or a bad flag (2, its one line already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     _configure_logging(args.verbose, args.debug)
     handler = {"run": _run, "batch": _batch, "bench": _bench}[args.command]
     try:

@@ -246,6 +246,7 @@ class Pipeline:
 
     def _render(self) -> None:
         recent: deque[float] = deque(maxlen=_FPS_WINDOW)  # when the last frames were drawn, for --show-fps
+        primary: BaseException | None = None
         try:
             while True:
                 try:
@@ -279,9 +280,17 @@ class Pipeline:
                 for route in self.routes:
                     if route.stats.completed:
                         route.sink.finish()
+        except BaseException as exc:
+            primary = exc  # a sink that also fails to close must not hide why the run stopped
+            raise
         finally:
             self.results.cancel()
-            self._close_outputs()
+            try:
+                self._close_outputs()
+            except BaseException:
+                if primary is None:
+                    raise
+                log.debug("closing the outputs failed too, after: %s", primary, exc_info=True)
 
     def _close_outputs(self) -> None:
         """Close every export and sink, all of them even when one fails; raise the first failure.

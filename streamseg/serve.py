@@ -75,6 +75,7 @@ class _Server(ThreadingHTTPServer):
     """A thread per connection, at most ``max_connections`` at once; errors logged at debug, never printed."""
 
     daemon_threads = True
+    request_queue_size = 128  # the standard 5 makes a burst of viewers wait a second for a retried SYN
 
     def __init__(self, address: tuple[str, int], handler: type, *, max_connections: int) -> None:
         if ":" in address[0]:
@@ -140,7 +141,7 @@ class PreviewServer(SinkBase):
                                         name="streamseg-serve", daemon=True)
         self._thread.start()
         self._closed = False
-        log.info("live view: %s", self.url)
+        log.debug("live view serving on %s", self.url)  # the CLI prints the URL for the user
 
     def host_allowed(self, header: str | None) -> bool:
         """Whether a request's ``Host`` names this server (none at all: an HTTP/1.0 client, not a browser)."""

@@ -125,8 +125,9 @@ class VideoFileSink(SinkBase):
             self._container_options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
         else:
             self._container_options = {"movflags": "+faststart"}
-        if live:  # each packet (so each finished fragment) goes to the OS at once, not into a 32 KB buffer
-            self._container_options["flush_packets"] = "1"
+        # Each packet goes to the OS at once, not into FFmpeg's I/O buffer: a live recording's finished
+        # fragments reach the disk as they close, and a full disk fails the frame that hit it, not the close.
+        self._container_options["flush_packets"] = "1"
         try:  # FFmpeg opens the file only at the first frame: fail here instead
             with open(self._file, "xb" if live else "wb"):
                 pass

@@ -2,7 +2,9 @@
 
 Mutations: truncation, bit flips, zeroed blocks, deleted and repeated chunks, random bytes. For each:
 the exit code is 0, 1 or 2; a failure is one line ``streamseg: error: ...``; a success says what it
-wrote; any output file left behind is playable with exactly the frames the summary reports.
+wrote; any output file left behind is playable with exactly the frames the summary reports. Then the
+output side: a full disk, a read-only target and kill -9 at random points leave the earlier output
+untouched or a complete new one, and never change the input.
 Each case must answer within ``CASE_TIMEOUT`` seconds (a hang fails the test).
 """
 
@@ -164,9 +166,11 @@ def _check(name: str, answer: dict | None, out: Path) -> str | None:
         return f"{name}: exit code {rc}"
     if rc == 0:
         summary = next((line for line in lines if "frames read" in line), None)
-        if summary is None or not any("wrote" in line for line in lines):
+        if summary is None:
             return f"{name}: exit 0 without a summary:\n{err}"
         written = int(summary.split("written ")[1].split(",")[0])
+        if bool(written) != any(line.startswith("streamseg: wrote ") for line in lines):
+            return f"{name}: {written} frames written, but the wrote line says otherwise:\n{err}"
         if written == 0 and out.exists():
             return f"{name}: an empty output was left behind"
         if written and (not out.exists() or _frames_in(out) != written):
@@ -181,3 +185,92 @@ def _check(name: str, answer: dict | None, out: Path) -> str | None:
         except av.FFmpegError as exc:
             return f"{name}: exit {rc} left an unplayable {out.name}: {exc}"
     return None
+
+
+FRAMES = 750  # the file job of the output-fault cases: a few seconds of work after start-up
+
+
+def _output_fault_case(i: int, rng: random.Random, clip: Path, model: Path, work: Path,
+                       env: dict) -> tuple[str | None, str]:
+    """One output-side fault on a file job: a file-size limit (a full disk), a read-only target, or kill -9.
+
+    The target holds an earlier result; after the fault it must be that earlier result untouched, or a
+    complete, playable new one. The input is never changed.
+    """
+    import hashlib
+    import resource
+    import signal
+
+    out = work / f"out{i}.mp4"
+    out.write_bytes(b"an earlier result")
+    before = hashlib.sha256(clip.read_bytes()).hexdigest()
+    kind = ("size limit", "read-only target", "kill -9")[i % 3]
+    argv = [sys.executable, "-m", "streamseg", str(clip), "-o", str(out), "--model", str(model), "-q",
+            "--batch-size", "2"]
+    preexec = None
+    if kind == "size limit":
+        limit = int(10 ** rng.uniform(3.3, 7))  # 2 KB to 10 MB: some runs hit it, some do not
+
+        def preexec() -> None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    elif kind == "read-only target":
+        out.chmod(0o444)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            preexec_fn=preexec)
+    if kind == "kill -9":  # while loading, while writing, or after it finished (the job takes ~8-12 s)
+        try:
+            proc.wait(timeout=rng.choice([1.0, 4.0, 7.0, 8.5, 10.0, 40.0]))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return f"{kind} #{i}: no answer within 120 s", kind
+    name = f"{kind} #{i} (exit {proc.returncode})"
+    if hashlib.sha256(clip.read_bytes()).hexdigest() != before:
+        return f"{name}: the input changed", kind
+    if "Traceback" in err:
+        return f"{name}: traceback:\n{err}", kind
+    if out.read_bytes() == b"an earlier result":
+        return (None if proc.returncode != 0 else f"{name}: exit 0 but the output was not replaced"), f"{kind}: kept"
+    try:
+        frames = _frames_in(out)
+    except av.FFmpegError as exc:
+        return f"{name}: the output is neither the earlier one nor playable: {exc}", kind
+    ok = frames == FRAMES and proc.returncode == 0
+    return (None if ok else f"{name}: a new output with {frames} of {FRAMES} frames"), f"{kind}: replaced"
+
+
+@pytest.mark.timeout(600)
+def test_output_faults_leave_the_earlier_output_or_a_complete_one_and_never_touch_the_input(tiny_model, tmp_path):
+    from conftest import scene_frames, write_clip
+
+    clip = write_clip(tmp_path / "in.mp4", scene_frames(30, 160, 96) * (FRAMES // 30), list(range(FRAMES)),
+                      Fraction(1, 25))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    rng = random.Random(99)
+    cases = list(range(18))
+    seeds = {i: random.Random(rng.random()) for i in cases}
+    problems: list[str] = []
+    outcomes: set[str] = set()
+    lock = threading.Lock()
+
+    def work(mine: list[int]) -> None:
+        for i in mine:
+            found, outcome = _output_fault_case(i, seeds[i], clip, tiny_model, tmp_path, env)
+            with lock:
+                outcomes.add(outcome)
+                if found:
+                    problems.append(found)
+
+    threads = [threading.Thread(target=work, args=(cases[k::WORKERS],)) for k in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not problems, "\n".join(problems)
+    # Both endings happen for the faults that allow both: the checks above ran on each.
+    assert {"size limit: kept", "size limit: replaced", "kill -9: kept", "kill -9: replaced",
+            "read-only target: kept"} <= outcomes, outcomes

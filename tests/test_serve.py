@@ -190,3 +190,101 @@ def test_the_page_shows_the_moving_picture_in_a_real_headless_chromium(tiny_mode
     view = a[:180]  # the picture is at the top of the page, centred
     assert view.std() > 20 and (view.max(axis=2) > 60).mean() > 0.5  # a picture, not a blank page
     assert np.abs(a[:180].astype(int) - b[:180]).mean() > 0.5  # and it moved between the two screenshots
+
+
+def _raw(port: int, request: bytes, timeout: float = 5) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+            if b"\r\n\r\n" in data and b"Content-Length: 0" in data:
+                break
+        return data
+
+
+def _port(server: PreviewServer) -> int:
+    return int(server.url.rsplit(":", 1)[1].strip("/"))
+
+
+def test_only_requests_naming_this_server_are_answered():
+    """DNS rebinding: a page on evil.example rebinds its name to 127.0.0.1; its requests carry Host: evil.example."""
+    with PreviewServer("0", hosts=("cam.lan",)) as server:
+        port = _port(server)
+        for host, code in (("evil.example", 403), (f"evil.example:{port}", 403), (f"localhost:{port}", 200),
+                           (f"127.0.0.1:{port}", 200), ("[::1]", 200), (f"cam.lan:{port}", 200), ("10.1.2.3", 403)):
+            reply = _raw(port, f"GET /stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            assert reply.startswith(f"HTTP/1.1 {code} ".encode()), (host, reply[:60])
+    with PreviewServer("0.0.0.0:0", token="t") as anywhere:  # listening on every address: any IP literal is fine
+        reply = _raw(_port(anywhere), b"GET /stats?token=t HTTP/1.1\r\nHost: 10.1.2.3\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_malformed_request_is_400_without_a_traceback(capfd):
+    with PreviewServer("0") as server:
+        reply = _raw(_port(server), b"GET http://[/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 ")
+        assert _get(server.url + "stats")[0] == 200  # and the server goes on
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_connections_are_bounded_and_idle_ones_time_out():
+    import threading
+
+    before = threading.active_count()
+    with PreviewServer("0", max_connections=8, idle_timeout=1.0) as server:
+        idle = [socket.create_connection(("127.0.0.1", _port(server))) for _ in range(40)]  # they never send a byte
+        time.sleep(0.5)
+        assert threading.active_count() - before <= 8 + 1  # 8 connection threads and the server's own
+        refused = 0
+        for s in idle:
+            s.settimeout(3)
+            data = s.recv(1024)  # the server closes every one: refused at once, or after the idle timeout
+            refused += data.startswith(b"HTTP/1.1 503")
+        assert refused >= 40 - 8
+        assert _get(server.url + "stats")[0] == 200  # the slots came back
+        for s in idle:
+            s.close()
+
+
+def test_stats_never_show_a_password_and_the_token_is_printed_once_only_when_made_up(tiny_model, tmp_path):
+    import functools
+    import http.server
+    import threading
+    from fractions import Fraction
+
+    from conftest import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", scene_frames(20, 160, 96) * 40, list(range(800)), Fraction(1, 25))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    url = f"http://viewer:s3cretPW@127.0.0.1:{files.server_address[1]}/{clip.name}"
+    try:
+        with cli_process(url, "--model", str(tiny_model), "--serve", "0.0.0.0:0", "--no-display", "-q", "-v",
+                         "--batch-size", "1") as proc:
+            line = proc.stderr.readline()
+            while line and not line.startswith("streamseg: live view:"):
+                line = proc.stderr.readline()
+            token = re.search(r"\?token=([\w-]+)", line).group(1)  # made up, so shown, once
+            port = re.search(r":(\d+)/", line).group(1)
+            stats = _get(f"http://127.0.0.1:{port}/stats?token={token}")[2].decode()
+            assert "s3cretPW" not in stats and "viewer:***@127.0.0.1" in stats
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+    finally:
+        files.shutdown()
+        files.server_close()
+    assert token not in err and "s3cretPW" not in err  # never again, in any later line
+
+    with cli_process(str(clip), "--model", str(tiny_model), "--serve", "127.0.0.1:0", "--serve-token", "myT0ken",
+                     "--no-display", "-q", "--debug", "--batch-size", "1") as proc:
+        line = proc.stderr.readline()
+        while line and not line.startswith("streamseg: live view:"):
+            line = proc.stderr.readline()
+        port = re.search(r":(\d+)/", line).group(1)
+        assert _get(f"http://127.0.0.1:{port}/stats?token=myT0ken")[0] == 200  # its access log line holds the token
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert "myT0ken" not in line + err  # chosen by the user: never printed, not even with --debug
