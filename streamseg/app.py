@@ -33,9 +33,10 @@ from .model import Segmenter
 from .outputs import RouteOutputs, RoutePlan, check_route, open_outputs, plan_routes
 from .pipeline import Pipeline, Route
 from .render import Renderer
-from .resources import Closing
+from .resources import Closing, is_url
 from .roles import Source
-from .sources import ImageSource, is_url, open_source
+from .sources import open_source
+from .stills import ImageSource
 from .stats import RunStats
 
 log = logging.getLogger(__name__)

@@ -74,7 +74,8 @@ class BatchConfig:
 def expand_inputs(items: Sequence[str]) -> list[str]:
     """Paths and URLs from folders (their video files, sorted), globs, text files (one per line; ``#`` comments)
     and plain paths or URLs; duplicates removed, order kept."""
-    from .sources import VIDEO_FILE_SUFFIXES, is_url
+    from .resources import is_url
+    from .sources import VIDEO_FILE_SUFFIXES
 
     found: list[str] = []
     for item in items:
@@ -102,7 +103,7 @@ def output_name(spec: str) -> str:
     """``NAME-HASH``: the input's readable stem and 8 hex digits of its full path, so two inputs never collide."""
     from urllib.parse import urlparse
 
-    from .sources import is_url
+    from .resources import is_url
 
     full = spec if is_url(spec) else str(Path(spec).resolve())
     stem = Path(urlparse(spec).path).stem if is_url(spec) else Path(spec).stem
@@ -192,7 +193,7 @@ class Annotator:
 
     def _run(self, spec: str, tmp: Path, json_part: Path | None, masks_part: Path | None) -> tuple[int, float]:
         from .app import Run
-        from .sources import ImageSource
+        from .stills import ImageSource
 
         config = RunConfig(sources=(spec,), model=self.config.model, render=self.config.render,
                            outputs=OutputConfig(output=tmp, json_path=json_part, json_masks=self.config.json_masks,

@@ -26,10 +26,10 @@ from .config import OutputConfig
 from .errors import OutputError
 from .exports import JsonLinesExport, MaskPngExport
 from .files import check_replaceable, free_path, same_file, segment_names
-from .resources import check_parent_folder, close_all, safe_name, short_message
+from .resources import check_parent_folder, close_all, is_url, safe_name, short_message
 from .roles import Export, Sink, Source
 from .sinks import IMAGE_SUFFIXES, ImageSink, NullSink, TeeSink, WindowSink
-from .sources import ImageSource, is_url
+from .stills import ImageSource
 from .video_files import VIDEO_SUFFIXES, SegmentedVideoSink, VideoFileSink
 
 log = logging.getLogger(__name__)

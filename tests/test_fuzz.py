@@ -251,7 +251,7 @@ def test_output_faults_leave_the_earlier_output_or_a_complete_one_and_never_touc
                       Fraction(1, 25))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     rng = random.Random(99)
-    cases = list(range(18))
+    cases = list(range(12))
     seeds = {i: random.Random(rng.random()) for i in cases}
     problems: list[str] = []
     outcomes: set[str] = set()

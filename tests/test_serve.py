@@ -180,9 +180,10 @@ def test_the_page_shows_the_moving_picture_in_a_real_headless_chromium(tiny_mode
         url = _live_view_url(proc)
         for k in range(2):
             shot = tmp_path / f"shot{k}.png"
-            subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            f"--screenshot={shot}", "--window-size=400,300", "--virtual-time-budget=2000", url],
-                           capture_output=True, timeout=60, check=True)
+            run = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                  f"--screenshot={shot}", "--window-size=400,300", "--virtual-time-budget=2000", url],
+                                 capture_output=True, timeout=60, check=True, text=True)
+            assert shot.exists(), f"no screenshot: {run.stderr[-2000:]}"
             shots.append(cv2.imread(str(shot)))
             time.sleep(0.5)
     a, b = shots
