@@ -36,11 +36,13 @@ def _configure_logging(verbose: bool, debug: bool) -> None:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # e.g. V4L probing an absent camera
         except (ImportError, AttributeError):  # pragma: no cover - a dependency
             pass
-        try:
+        try:  # their own handlers and levels are set when they are imported: quiet them after that
             import transformers
+            from huggingface_hub.utils import logging as hub_logging
 
             transformers.logging.set_verbosity_error()
             transformers.logging.disable_progress_bar()
+            hub_logging.set_verbosity_error()
         except ImportError:  # pragma: no cover - a dependency
             pass
 

@@ -71,16 +71,43 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _load_error(name: str, exc: Exception) -> ModelLoadError:
+def _load_error(name: str, exc: Exception, offline: str | None = None) -> ModelLoadError:
     text = str(exc)
     if isinstance(exc, ValueError) and "Unrecognized configuration class" in text:
         return ModelLoadError(f"model {name!r} is not a semantic-segmentation model this version supports "
                               f"({text.splitlines()[0][:160]})")
-    if "couldn't connect" in text or "offline" in text.lower() or "connection" in text.lower():
+    if offline:
+        why = f"it is not in the local cache and the Hugging Face Hub cannot be reached ({offline})"
+    elif "couldn't connect" in text or "offline" in text.lower() or "connection" in text.lower():
         why = "it is not a local folder and the Hugging Face Hub cannot be reached"
     else:
         why = "it is not a local folder nor a model on the Hugging Face Hub"
     return ModelLoadError(f"model {name!r} not found: {why}; pass a local folder with --model PATH")
+
+
+def hub_problem(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face Hub cannot be reached right now (offline mode, no DNS, no route), or ``None``.
+
+    One TCP connection to the Hub's endpoint instead of the client's five retries over ~30 s. Behind a
+    proxy (``HTTPS_PROXY``) the Hub is assumed reachable: the client knows how to get there.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{endpoint.hostname}: {exc.strerror or exc}"
+    return None
 
 
 def _weights_error(name: str, exc: Exception) -> Exception:
@@ -141,10 +168,12 @@ class Segmenter:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         trust = config.trust_remote_code
+        offline = None if path.exists() else hub_problem()  # unreachable: the local cache only, no retries
+        hub = {"trust_remote_code": trust, **({"local_files_only": True} if offline else {})}
         try:
-            hf_config = AutoConfig.from_pretrained(name, trust_remote_code=trust)
+            hf_config = AutoConfig.from_pretrained(name, **hub)
         except (OSError, ValueError) as exc:
-            raise _load_error(name, exc) from exc
+            raise _load_error(name, exc, offline) from exc
         model_type = getattr(hf_config, "model_type", "")
         semantic_head = model_type in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
         if semantic_head:
@@ -154,20 +183,20 @@ class Segmenter:
         else:
             raise ModelLoadError(f"model {name!r} is not a segmentation model (its type is {model_type or 'unknown'!r})")
         try:
-            model = auto.from_pretrained(name, trust_remote_code=trust)
+            model = auto.from_pretrained(name, **hub)
         except ImportError as exc:  # e.g. timm for the Hub's DETR checkpoints, scipy for Mask2Former
             text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             hint = " (install it with: pip install 'streamseg[timm]')" if "timm" in text.lower() else ""
             raise ModelLoadError(f"model {name!r} needs a package that is not installed: {text[:160]}{hint}") from exc
         except ValueError as exc:
-            raise _load_error(name, exc) from exc
+            raise _load_error(name, exc, offline) from exc
         except OSError as exc:
             raise ModelLoadError(f"model {name!r} has a config but its weights could not be loaded: "
                                  f"{str(exc).splitlines()[0][:200]}") from exc
         except Exception as exc:  # noqa: BLE001 - what the weights' loaders raise has no common base
             raise _weights_error(name, exc) from exc
         try:
-            processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
+            processor = AutoImageProcessor.from_pretrained(name, **hub)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"model {name!r} has no usable image-processor config "
                                  f"(preprocessor_config.json): {str(exc).splitlines()[0][:200]}") from exc
@@ -183,7 +212,7 @@ class Segmenter:
                 raise InputError("--smooth applies to semantic models (per-class logits) only")
             if config.engine is Engine.ONNXRUNTIME:
                 log.warning("--engine onnxruntime runs semantic models only; running %s in torch", config.name)
-        task_inputs = oneformer_task_tokens(name, task, hf_config, trust) if model_type == "oneformer" else None
+        task_inputs = oneformer_task_tokens(name, task, hf_config, hub) if model_type == "oneformer" else None
         if dtype != torch.float32 and device.type == "cpu":
             log.warning("%s on the CPU is much slower than float32 on most processors", dtype)
         model = model.to(device=device, dtype=dtype).eval()

@@ -31,12 +31,13 @@ def supported_tasks(processor: object, semantic_head: bool) -> list[Task]:
     return tasks
 
 
-def oneformer_task_tokens(name: str, task: Task, hf_config: object, trust: bool) -> torch.Tensor:
-    """OneFormer's task input: "the task is {task}" tokenised as its processor does, ``(1, task_seq_len)``."""
+def oneformer_task_tokens(name: str, task: Task, hf_config: object, hub: dict) -> torch.Tensor:
+    """OneFormer's task input: "the task is {task}" tokenised as its processor does, ``(1, task_seq_len)``.
+    ``hub``: the loading options (``trust_remote_code``, ``local_files_only``)."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(name, **hub)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"OneFormer model {name!r} has no tokenizer for its task input: "
                              f"{str(exc).splitlines()[0][:200]}") from exc

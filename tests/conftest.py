@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -231,3 +232,37 @@ def save_tiny_oneformer(folder: Path, *, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_oneformer(tmp_path_factory) -> Path:
     return save_tiny_oneformer(tmp_path_factory.mktemp("tiny-oneformer"))
+
+
+class StreamServer:
+    """ffmpeg as a live TCP MPEG-TS server on a free port, sending the sample clip in real time, looped.
+
+    A context manager; ``stop()`` and ``start()`` take it away and bring it back on the same address.
+    """
+
+    def __init__(self, *, realtime: bool = True) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.realtime = realtime  # False: as fast as the reader takes it (many frames in little time)
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(["ffmpeg", "-loglevel", "error", *(["-re"] if self.realtime else []),
+                                       "-stream_loop", "-1", "-i", str(SAMPLE_CLIP), "-an", "-c", "copy", "-f",
+                                       "mpegts", f"{self.url}?listen=1"], stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def __enter__(self) -> StreamServer:
+        self.start()
+        time.sleep(0.5)  # listening before a client connects
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

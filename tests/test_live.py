@@ -7,8 +7,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from fractions import Fraction
@@ -17,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import SAMPLE_CLIP, cli_process, decode, run_cli, wait_for_size
+from conftest import SAMPLE_CLIP, StreamServer, cli_process, decode, run_cli, wait_for_size
 from streamseg.errors import SourceError
 from streamseg.frames import Frame
 from streamseg.sources import ReconnectingSource
@@ -110,40 +108,6 @@ def decode_until_damage(path) -> tuple[list[np.ndarray], list[float]]:
         except av.error.InvalidDataError:
             pass
     return images, times
-
-
-class StreamServer:
-    """ffmpeg as a live TCP MPEG-TS server on a free port, sending the sample clip in real time, looped.
-
-    A context manager; ``stop()`` and ``start()`` take it away and bring it back on the same address.
-    """
-
-    def __init__(self, *, realtime: bool = True) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"tcp://127.0.0.1:{self.port}"
-        self.realtime = realtime  # False: as fast as the reader takes it (many frames in little time)
-        self._proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self._proc = subprocess.Popen(["ffmpeg", "-loglevel", "error", *(["-re"] if self.realtime else []),
-                                       "-stream_loop", "-1", "-i", str(SAMPLE_CLIP), "-an", "-c", "copy", "-f",
-                                       "mpegts", f"{self.url}?listen=1"], stdin=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-
-    def __enter__(self) -> StreamServer:
-        self.start()
-        time.sleep(0.5)  # listening before a client connects
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @needs_ffmpeg
