@@ -35,9 +35,12 @@ from .pipeline import Pipeline, Route
 from .render import Renderer
 from .resources import Closing, is_url
 from .roles import Source
+from .schedule import EveryNth
 from .sources import open_source
 from .stills import ImageSource
 from .stats import RunStats
+from .threads import apply as apply_threads
+from .threads import plan as plan_threads
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class SourceReport:
 class RunReport:
     sources: list[SourceReport]
     total: RunStats
+    threads: str = ""  # what the thread budget chose
 
     @property
     def failed(self) -> bool:
@@ -100,6 +104,7 @@ class Run(Closing):
                  on_source_error: Callable[[str, SourceError], None] | None = None) -> None:
         self.config = config
         self.segmenter = segmenter
+        self.threads = plan_threads(config.threads, managed=config.manage_threads)
         self.server = None  # the live view (--serve), once open
         self._on_source_error = on_source_error or (lambda spec, exc: log.error("%s", exc))
         self._stack = contextlib.ExitStack()
@@ -126,6 +131,7 @@ class Run(Closing):
 
     def _open(self) -> None:
         config = self.config
+        apply_threads(self.threads)  # torch's and OpenCV's pools are process-wide: set before the model runs
         plans = plan_routes(config.sources, config.outputs)
         sources: dict[int, Source] = {}
         local = [i for i, plan in enumerate(plans) if not is_url(plan.spec)]
@@ -152,7 +158,7 @@ class Run(Closing):
         for i in sorted(sources):
             renderer = Renderer(config.render, self.segmenter.id2label, self.segmenter.num_labels)
             outputs = open_outputs(plans[i], sources[i], config.outputs, colours=renderer.colours, shared=shared,
-                                   on_quit=self.request_stop)
+                                   on_quit=self.request_stop, encode_threads=self.threads.encode)
             self._stack.callback(outputs.close)  # also when the run never starts; close() is idempotent
             self._routes.append(_OpenRoute(plans[i], sources[i], renderer, outputs))
 
@@ -160,7 +166,8 @@ class Run(Closing):
         inp = self.config.input
         try:
             source = self._stack.enter_context(open_source(plan.spec, timeout=inp.timeout, reconnect=inp.reconnect,
-                                                           reconnect_max_delay=inp.reconnect_max_delay))
+                                                           reconnect_max_delay=inp.reconnect_max_delay,
+                                                           decode_threads=self.threads.decode))
         except SourceError as exc:
             self._failed.append((plan, exc))
             if len(self.config.sources) > 1:
@@ -225,10 +232,13 @@ class Run(Closing):
             if result.frame.source in stills:
                 stills[result.frame.source].append(result)
 
-        pipeline = Pipeline(routes, self.segmenter.segment, batch_size=config.batch_size,
+        segment = self.segmenter.segment
+        if config.model.infer_every > 1:
+            segment = EveryNth(segment, config.model.infer_every)
+        pipeline = Pipeline(routes, segment, batch_size=config.batch_size,
                             channel_size=config.channel_size, drop_policy=config.drop_policy,
                             duration=config.input.duration, on_frame=on_frame,
-                            on_result=on_result if stills else None)
+                            on_result=on_result if stills else None, max_latency=config.input.max_latency)
         with self._lock:
             self._pipeline = pipeline
             if self._abort_requested:
@@ -260,7 +270,7 @@ class Run(Closing):
         plans = [r.plan for r in self._routes] + [plan for plan, _ in self._failed]
         order = {spec: k for k, spec in enumerate(self.config.sources)}
         reports = [by_spec[id(p)] for p in sorted(plans, key=lambda p: order[p.spec])]
-        return RunReport(reports, total)
+        return RunReport(reports, total, self.threads.describe())
 
     def close(self) -> None:
         if not self._closed:

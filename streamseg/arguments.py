@@ -50,6 +50,28 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _threads(text: str) -> str | int:
+    if text in ("auto", "library"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid --threads {text!r}: expected a number, auto or library") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid --threads {value}: expected 1 or more, auto or library")
+    return value
+
+
+def _size(text: str) -> int | tuple[int, int]:
+    try:
+        if "x" in text.lower():
+            width, height = (int(v) for v in text.lower().split("x"))
+            return width, height
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid --size {text!r}: expected S (e.g. 384) or WxH (e.g. 640x384)") from None
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
@@ -82,7 +104,18 @@ def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DE
     g.add_argument("--engine", default="torch", choices=[e.value for e in Engine],
                    help="what runs the forward of semantic models: torch (default) or onnxruntime (exported to ONNX "
                         "once and cached; needs pip install 'streamseg[onnx]'; falls back to torch)")
+    g.add_argument("--size", type=_size, metavar="S|WxH",
+                   help="inference resolution instead of the model's own: S scales the shortest edge to S "
+                        "(aspect kept), WxH resizes to exactly that (for fixed-size models); labels and output "
+                        "stay at the source's size")
+    g.add_argument("--infer-every", type=int, default=1, metavar="N",
+                   help="run the model on every Nth frame of each source; the frames between reuse its labels "
+                        "(every frame is still drawn and written; default 1)")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models that run their own code")
+    g.add_argument("--threads", type=_threads, default="auto", metavar="N|auto|library",
+                   help="the forward's torch threads (auto: every core this process may use, with decode, encode "
+                        "and OpenCV kept to their share and OpenMP waiting passively; library: each library's own "
+                        "defaults)")
 
 
 def add_render_args(p: argparse.ArgumentParser) -> None:
@@ -116,6 +149,9 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
                         "(default: keep trying; 0: stop at the first end)")
     g.add_argument("--reconnect-max-delay", type=_seconds, default=30.0, metavar="TIME",
                    help="live streams: longest wait between reconnect attempts (backoff doubles from 0.5 s; default 30 s)")
+    g.add_argument("--max-latency", type=_seconds, default=1.0, metavar="TIME",
+                   help="live sources: the capture-to-output latency to keep under; the batch grows only while "
+                        "it holds (default 1 s)")
     g.add_argument("--drop-policy", choices=[d.value for d in DropPolicy],
                    help="when inference falls behind: wait (lossless; default for files) or drop-oldest "
                         "(default for cameras and streams)")
@@ -228,7 +264,8 @@ def model_config(args: argparse.Namespace, *, name: str | None = None) -> ModelC
     return ModelConfig(name=name or args.model, device=args.device, dtype=DType(args.dtype),
                        trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
                        mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
-                       smooth=args.smooth, compile=args.compile, engine=Engine(args.engine))
+                       smooth=args.smooth, compile=args.compile, engine=Engine(args.engine), size=args.size,
+                       infer_every=args.infer_every)
 
 
 def render_config(args: argparse.Namespace) -> RenderConfig:
@@ -255,9 +292,11 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                              masks_dir=args.masks, segment_time=args.segment_time, serve=args.serve,
                              serve_token=args.serve_token, serve_hosts=tuple(args.serve_host)),
         input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,
-                          duration=args.duration),
+                          duration=args.duration, max_latency=args.max_latency),
         batch_size=args.batch_size,
         drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
+        threads=args.threads if isinstance(args.threads, int) else None,
+        manage_threads=args.threads != "library",
     )
 
 

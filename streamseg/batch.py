@@ -157,6 +157,7 @@ class Annotator:
 
         if threads:
             torch.set_num_threads(threads)
+        self.threads = threads  # the forward's share: the actor's CPUs, not the machine's
         self.config = config
         self.segmenter = Segmenter.load(config.model)
         self.outdir = config.outdir
@@ -198,7 +199,7 @@ class Annotator:
         config = RunConfig(sources=(spec,), model=self.config.model, render=self.config.render,
                            outputs=OutputConfig(output=tmp, json_path=json_part, json_masks=self.config.json_masks,
                                                 masks_dir=masks_part),
-                           input=InputConfig(reconnect=0), batch_size=self.config.batch_size)
+                           input=InputConfig(reconnect=0), batch_size=self.config.batch_size, threads=self.threads)
         with Run(config, segmenter=self.segmenter) as run:
             run.open()
             (source,) = run.sources

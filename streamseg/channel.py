@@ -54,6 +54,7 @@ class Channel(Generic[T]):
         self.policy = DropPolicy(policy)
         self.name = name
         self.dropped = 0
+        self.high_water = 0  # the most items it ever held at once
         self._items: deque[T] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -82,6 +83,7 @@ class Channel(Generic[T]):
             if self._cancelled:
                 raise Stopped(f"{self.name}: consumer stopped")
             self._items.append(item)
+            self.high_water = max(self.high_water, len(self._items))
             self._cond.notify_all()
         if self._on_put is not None:
             self._on_put()
@@ -103,6 +105,18 @@ class Channel(Generic[T]):
                 self._cond.notify_all()
                 return item
             return END
+
+    def set_capacity(self, maxsize: int) -> None:
+        """Hold at most ``maxsize`` items from now on; with DROP_OLDEST, what no longer fits is dropped and counted."""
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        with self._cond:
+            self.maxsize = maxsize
+            if self.policy is DropPolicy.DROP_OLDEST:
+                while len(self._items) > maxsize:
+                    self._items.popleft()
+                    self.dropped += 1
+            self._cond.notify_all()
 
     def close(self) -> None:
         """End of stream (producer side). Idempotent; never blocks; queued items stay."""

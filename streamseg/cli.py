@@ -127,7 +127,7 @@ def _print_report(report) -> None:
                 _stdout(f"\u2022 {seg.label} (score: {score})")
     if len(report.sources) == 1:
         (source,) = report.sources
-        _say(f"{source.stats.summary()}{'' if source.stats.completed else ' (stopped early)'}")
+        _say(f"{source.stats.summary()}{'' if source.stats.completed else ' (stopped early)'}; {report.threads}")
     else:
         for source in report.sources:
             if source.stats is None:
@@ -137,7 +137,7 @@ def _print_report(report) -> None:
                 state = (f" (failed: {source.error})" if source.error else
                          "" if source.stats.completed else " (stopped early)")
             _say(f"[{source.name}] {summary}{state}")
-        _say(f"all {len(report.sources)} sources: {report.total.summary()}")
+        _say(f"all {len(report.sources)} sources: {report.total.summary()}; {report.threads}")
     if report.written:
         _say(f"wrote {_listing(report.written)}")
 
@@ -206,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version (0) or a bad flag (2, its one line already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    if getattr(args, "threads", "auto") != "library":
+        # OpenMP workers that sleep between parallel regions instead of spinning leave the cores to decoding,
+        # drawing, encoding and any neighbour process. Read once, when torch loads: so before that, and
+        # only if the user has not chosen.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _configure_logging(args.verbose, args.debug)
     handler = {"run": _run, "batch": _batch, "bench": _bench}[args.command]
     try:

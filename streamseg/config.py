@@ -90,6 +90,8 @@ class ModelConfig:
     smooth: float = 0.0  # semantic: weight of the past in an moving average of class probabilities (0: off)
     compile: bool = False  # torch.compile the model (slow first batch; faster after)
     engine: Engine = Engine.TORCH
+    size: int | tuple[int, int] | None = None  # inference resolution: shortest edge, or (width, height); None: the model's
+    infer_every: int = 1  # run the model on every Nth frame of a source; the frames between reuse its labels
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -102,6 +104,12 @@ class ModelConfig:
             raise InputError("--compile applies to --engine torch only")
         if not 0.0 <= self.smooth < 1.0:
             raise InputError(f"invalid smooth {self.smooth}: expected a value in [0, 1)")
+        if self.infer_every < 1:
+            raise InputError(f"invalid --infer-every {self.infer_every}: expected 1 or more")
+        if self.size is not None:
+            sizes = self.size if isinstance(self.size, tuple) else (self.size,)
+            if not all(isinstance(v, int) and 16 <= v <= 8192 for v in sizes):
+                raise InputError(f"invalid --size {self.size}: expected 16..8192 pixels (S or WxH)")
         for name in ("threshold", "mask_threshold", "overlap_threshold"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -138,9 +146,10 @@ class InputConfig:
     reconnect: int | None = None  # live streams: reconnect attempts in a row (None: keep trying)
     reconnect_max_delay: float = 30.0  # longest wait between two attempts (exponential backoff from 0.5 s)
     duration: float | None = None  # seconds of input to process (live: wall clock); None: all
+    max_latency: float = 1.0  # live: the capture-to-output latency the adaptive batch keeps under
 
     def __post_init__(self) -> None:
-        for name in ("duration", "timeout", "reconnect_max_delay"):
+        for name in ("duration", "timeout", "reconnect_max_delay", "max_latency"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise InputError(f"invalid --{name.replace('_', '-')} {value}: expected a positive time")
@@ -184,9 +193,13 @@ class RunConfig:
     batch_size: int = 4
     drop_policy: DropPolicy | None = None  # None: wait for files, drop-oldest for live sources
     queue_size: int | None = None  # None: sized from the batch size
+    threads: int | None = None  # the forward's torch threads (None: the thread budget decides)
+    manage_threads: bool = True  # False: every library keeps its own thread defaults
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"invalid --threads {self.threads}: expected 1 or more, auto or library")
         if not self.sources:
             raise InputError("give an INPUT (file, folder, URL) or --camera N")
         if self.batch_size < 1:

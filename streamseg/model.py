@@ -226,8 +226,11 @@ class Segmenter:
                                  mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold,
                                  task_inputs=None if task_inputs is None else task_inputs.to(device))
         log.info("loaded %s (%s) on %s as %s", name, task.value, device, dtype)
-        return cls(head, Preprocessor(PreprocessSpec.from_processor(processor), device=device, dtype=dtype),
-                   id2label=id2label, num_labels=num_labels, name=config.name)
+        spec = PreprocessSpec.from_processor(processor)
+        if config.size is not None:
+            spec = spec.at_size(config.size)
+        return cls(head, Preprocessor(spec, device=device, dtype=dtype), id2label=id2label, num_labels=num_labels,
+                   name=config.name)
 
     # -- what the family runs ---------------------------------------------------------------
     @property

@@ -53,13 +53,14 @@ class OutputContext:
     source: Source
     config: OutputConfig
     colours: object  # the renderer's class palette, for mask PNGs
+    encode_threads: int = 0  # x264 threads per video file (0: x264's own choice)
 
 
 SINK_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Sink]] = {
     OutputKind.VIDEO: lambda path, ctx: VideoFileSink(path, audio_from=ctx.source.audio_path, fps=ctx.source.fps,
-                                                      live=ctx.source.live),
+                                                      live=ctx.source.live, threads=ctx.encode_threads),
     OutputKind.SEGMENTS: lambda path, ctx: SegmentedVideoSink(path, ctx.config.segment_time, fps=ctx.source.fps,
-                                                              live=ctx.source.live),
+                                                              live=ctx.source.live, threads=ctx.encode_threads),
     OutputKind.IMAGE: lambda path, ctx: ImageSink(path, folder=False),
     OutputKind.IMAGE_FOLDER: lambda path, ctx: ImageSink(path, folder=True),
 }
@@ -255,10 +256,11 @@ class RouteOutputs:
 
 
 def open_outputs(plan: RoutePlan, source: Source, config: OutputConfig, *, colours: object,
-                 shared: Sequence[Sink] = (), on_quit: Callable[[], None] | None = None) -> RouteOutputs:
+                 shared: Sequence[Sink] = (), on_quit: Callable[[], None] | None = None,
+                 encode_threads: int = 0) -> RouteOutputs:
     """Open one route's exports and sinks (created in the caller's thread, so a bad path fails before any
     worker starts); ``shared`` sinks (the live view) are written but not owned. All closed again if one fails."""
-    ctx = OutputContext(source=source, config=config, colours=colours)
+    ctx = OutputContext(source=source, config=config, colours=colours, encode_threads=encode_threads)
     owned: list = []
     try:
         window = []  # first: a display that cannot be used fails before any file is created

@@ -13,6 +13,12 @@ each result goes back to its own route.
 * ``inference`` owns ``segment`` (the model): it takes up to ``batch_size`` frames,
   round-robin over the sources (on live sources it waits at most one frame interval
   for a batch to fill), runs them and puts results into ``results`` (always WAIT).
+
+Live sources keep latency bounded by design. Their channel holds no more than the batch being
+formed: the freshest frames, everything older dropped and counted. Their batch size adapts,
+starting at 1: it grows (up to ``batch_size``) only while the capture-to-output latency of the
+frames written, scaled to one more frame per batch, stays under ``max_latency``, and halves
+when the latency goes over it. Files keep the fixed ``batch_size`` and lose nothing.
 * ``render`` owns the draw functions, the exports and the sinks: it writes each result
   to its route's exports, draws it, writes it to the route's sink, and closes every
   export and sink when it ends, whatever the reason.
@@ -73,7 +79,8 @@ class Pipeline:
     def __init__(self, routes: Sequence[Route], segment: SegmentFn, *, batch_size: int = 4,
                  channel_size: int | None = None, drop_policy: DropPolicy | None = None,
                  duration: float | None = None, on_frame: Callable[[RunStats], None] | None = None,
-                 on_result: Callable[[SegmentationResult], None] | None = None, join_timeout: float = 2.0) -> None:
+                 on_result: Callable[[SegmentationResult], None] | None = None, join_timeout: float = 2.0,
+                 max_latency: float = 1.0) -> None:
         if not routes:
             raise ValueError("a pipeline needs at least one route")
         self.routes = list(routes)
@@ -81,11 +88,17 @@ class Pipeline:
         self.batch_size = batch_size
         size = channel_size or max(2, 2 * batch_size)
         self._arrived = threading.Event()  # some frames channel got an item (or closed)
+        self.live = any(r.source.live for r in self.routes)
+        self.max_latency = max_latency
+        self.live_batch = 1  # live: frames per batch now (adapted to the latency; files: batch_size)
+        self.live_batches: list[int] = []  # every change of it, for reports and tests
+        self._settle = 0  # batches to wait before the next change (the latency of the new size to show)
         self.channels: list[Channel[Frame]] = []
         for i, route in enumerate(self.routes):
             route.stats.live = bool(route.source.live)
             policy = drop_policy or (DropPolicy.DROP_OLDEST if route.source.live else DropPolicy.WAIT)
-            self.channels.append(Channel(size, policy, name=f"frames[{i}]", on_put=self._arrived.set))
+            capacity = self.live_batch if route.source.live and policy is DropPolicy.DROP_OLDEST else size
+            self.channels.append(Channel(capacity, policy, name=f"frames[{i}]", on_put=self._arrived.set))
         self.results: Channel[SegmentationResult] = Channel(max(size, len(self.routes)), DropPolicy.WAIT,
                                                             name="results")
         self.stats = RunStats()  # the whole run; filled in by run()
@@ -180,10 +193,12 @@ class Pipeline:
             channel.close()
 
     def _next_batch(self) -> list[Frame] | None:
-        """Up to ``batch_size`` frames, round-robin over the sources; ``None`` when all have ended, or on abort."""
+        """Up to ``batch_size`` frames (live: the adaptive live batch), round-robin over the sources; ``None``
+        when all have ended, or on abort."""
         batch: list[Frame] = []
         deadline = None
-        while len(batch) < self.batch_size and not self._abort.is_set():
+        limit = self.live_batch if self.live else self.batch_size
+        while len(batch) < limit and not self._abort.is_set():
             self._arrived.clear()
             took = False
             open_channels = 0
@@ -201,7 +216,7 @@ class Pipeline:
                 open_channels += 1
                 batch.append(item)
                 took = True
-                if len(batch) >= self.batch_size:
+                if len(batch) >= limit:
                     break
             if batch and deadline is None:
                 deadline = None if self._batch_wait is None else time.monotonic() + self._batch_wait
@@ -214,6 +229,31 @@ class Pipeline:
                 break
             self._arrived.wait(max(wait, 0.0))
         return batch if batch and not self._abort.is_set() else None  # abort: no further batch
+
+    def _adapt_live_batch(self) -> None:
+        """After a live batch: halve the batch when the latency went over ``max_latency``; grow it by one when
+        the latency, scaled to one more frame per batch, would still stay under it. Inference thread only."""
+        if self._settle:
+            self._settle -= 1
+            return
+        recent = [lat for r in self.routes if r.source.live for lat in list(r.stats.latency_ms)[-self.live_batch:]]
+        if not recent:
+            return
+        latency = max(recent) / 1000
+        size = self.live_batch
+        if latency > self.max_latency and size > 1:
+            size = max(1, size // 2)
+        elif size < self.batch_size and latency * (size + 1) / size < self.max_latency:
+            size += 1
+        if size != self.live_batch:
+            self.live_batch = size
+            self.live_batches.append(size)
+            self._settle = 2  # the frames already queued and in flight were taken at the old size
+            for route, channel in zip(self.routes, self.channels):
+                if route.source.live and channel.policy is DropPolicy.DROP_OLDEST:
+                    channel.set_capacity(size)
+            log.debug("live batch size now %d (latency %.0f ms, limit %.0f ms)", size, latency * 1000,
+                      self.max_latency * 1000)
 
     def _order(self) -> list[int]:
         """Source indices starting after the one served first last time: every source gets its turn."""
@@ -237,6 +277,8 @@ class Pipeline:
                 self._batches += 1
                 for r in results:
                     self.results.put(r)
+                if self.live:
+                    self._adapt_live_batch()
         except Stopped:
             pass
         finally:

@@ -68,6 +68,18 @@ class PreprocessSpec:
             size_divisor=int(get("size_divisor", 0) or 0),
         )
 
+    def at_size(self, size: int | tuple[int, int]) -> PreprocessSpec:
+        """The same processing at another inference resolution (``--size``): ``S`` scales the shortest edge
+        to S keeping the aspect ratio (rounded to the model's multiple), ``(W, H)`` resizes to exactly that."""
+        import dataclasses
+
+        if isinstance(size, tuple):
+            width, height = size
+            return dataclasses.replace(self, size={"height": height, "width": width}, keep_aspect_ratio=False,
+                                       crop_size=None, do_resize=True, ensure_multiple_of=1, size_divisor=0)
+        return dataclasses.replace(self, size={"shortest_edge": size}, keep_aspect_ratio=False, crop_size=None,
+                                   do_resize=True)
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """The ``(height, width)`` a ``height x width`` picture is resized to."""
         s = self.size
@@ -87,10 +99,12 @@ class PreprocessSpec:
                 d = self.size_divisor
                 th, tw = int(math.ceil(th / d) * d), int(math.ceil(tw / d) * d)
             return th, tw
-        if s.get("shortest_edge"):  # MobileViT: the short side to this, the aspect ratio kept
+        if s.get("shortest_edge"):  # MobileViT, --size S: the short side to this, the aspect ratio kept
             short, long = (height, width) if height <= width else (width, height)
             new_short = int(s["shortest_edge"])
             new_long = int(new_short * long / short)
+            m = max(self.ensure_multiple_of, self.size_divisor, 1)
+            new_short, new_long = (max(m, int(round(v / m) * m)) for v in (new_short, new_long))
             return (new_short, new_long) if height <= width else (new_long, new_short)
         raise InputError(f"unsupported image-processor size {dict(s)}")
 

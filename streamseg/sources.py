@@ -38,7 +38,7 @@ class VideoSource(Closing):
     read of a network stream, in seconds.
     """
 
-    def __init__(self, spec: str, *, live: bool | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, spec: str, *, live: bool | None = None, timeout: float = 10.0, threads: int = 0) -> None:
         self.spec = spec
         self.description = name = redact(spec)  # what messages, logs and pages show: no passwords or tokens
         self._timeout = timeout
@@ -71,6 +71,8 @@ class VideoSource(Closing):
             self._container.close()
             raise SourceError(f"no video stream in {name}") from None
         self._stream.thread_type = "AUTO"
+        if threads:  # 0: FFmpeg's own choice (about one per core)
+            self._stream.codec_context.thread_count = threads
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         self.fps = float(rate) if rate else None
         frames = self._stream.frames or 0
@@ -338,7 +340,7 @@ class ReconnectingSource(Closing):
 
 
 def open_source(spec: str, *, camera: int | None = None, timeout: float = 10.0, reconnect: int | None = None,
-                reconnect_max_delay: float = 30.0) -> Source:
+                reconnect_max_delay: float = 30.0, decode_threads: int = 0) -> Source:
     """The right source for a path, URL, ``camera:N`` or camera index. Raises :class:`SourceError`.
 
     Live network streams come back after a failure (``reconnect`` attempts in a row;
@@ -354,14 +356,15 @@ def open_source(spec: str, *, camera: int | None = None, timeout: float = 10.0, 
     if is_url(spec):
         if spec.lower().startswith("http") and Path(urlparse(spec).path).suffix.lower() in IMAGE_EXTENSIONS:
             return ImageSource(spec, timeout=timeout)
-        probe = VideoSource(spec, timeout=timeout)
+        probe = VideoSource(spec, timeout=timeout, threads=decode_threads)
         if not probe.live:  # an http(s) video file: read as a file
             return probe
+        again = lambda: VideoSource(spec, live=True, timeout=timeout, threads=decode_threads)  # noqa: E731
         return ReconnectingSource(spec, timeout=timeout, attempts=reconnect, max_delay=reconnect_max_delay,
-                                  opener=_first_then(probe, lambda: VideoSource(spec, live=True, timeout=timeout)))
+                                  opener=_first_then(probe, again))
     p = Path(spec)
     if not p.exists():
         raise SourceError(f"no such file or folder: {spec}")
     if p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS:
         return ImageSource(p)
-    return VideoSource(spec)
+    return VideoSource(spec, threads=decode_threads)

@@ -105,7 +105,7 @@ class VideoFileSink(SinkBase):
     """
 
     def __init__(self, path: str | Path, *, audio_from: str | None = None, fps: float | None = None,
-                 crf: int = 20, preset: str = "veryfast", live: bool = False) -> None:
+                 crf: int = 20, preset: str = "veryfast", live: bool = False, threads: int = 0) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise OutputError(f"unsupported video output {self.path}: use one of {', '.join(sorted(VIDEO_SUFFIXES))}")
@@ -116,6 +116,7 @@ class VideoFileSink(SinkBase):
         self._audio_from = audio_from
         self._fps = fps or 25.0
         self._crf, self._preset = crf, preset
+        self._threads = threads  # x264's threads (0: its own choice, 1.5 per core)
         self._fragmented = live
         self._origin: int | None = None if live else 0  # live: the file starts at its first frame's time
         self._file = self.path if live else partial_path(self.path)  # where the bytes go until closed
@@ -160,6 +161,8 @@ class VideoFileSink(SinkBase):
         stream.time_base = tb
         stream.codec_context.time_base = tb
         options = {"crf": str(self._crf), "preset": self._preset}
+        if self._threads:
+            options["threads"] = str(self._threads)
         if self._fragmented:  # live: each frame leaves the encoder at once (no look-ahead, no B-frames)
             options["tune"] = "zerolatency"
         stream.codec_context.options = options
@@ -292,7 +295,7 @@ class SegmentedVideoSink(SinkBase):
     """
 
     def __init__(self, path: str | Path, segment_seconds: float, *, fps: float | None = None,
-                 live: bool = True, clock: Callable[[], float] | None = None) -> None:
+                 live: bool = True, clock: Callable[[], float] | None = None, threads: int = 0) -> None:
         import time as _time
 
         self.path = Path(path)
@@ -303,7 +306,7 @@ class SegmentedVideoSink(SinkBase):
                               f"({', '.join(sorted(VIDEO_SUFFIXES))})")
         check_parent_folder(self.path)
         self.segment_seconds = segment_seconds
-        self._fps, self._live = fps, live
+        self._fps, self._live, self._threads = fps, live, threads
         self._clock = clock or _time.time
         self._current: VideoFileSink | None = None
         self._origin: float | None = None  # input time (s) of the first frame
@@ -330,7 +333,7 @@ class SegmentedVideoSink(SinkBase):
                 while (unique := path.with_name(f"{path.stem}-{k:03d}{path.suffix}")).exists() or unique in self.files:
                     k += 1
                 path = unique
-            self._current = VideoFileSink(path, fps=self._fps, live=self._live)
+            self._current = VideoFileSink(path, fps=self._fps, live=self._live, threads=self._threads)
             self._segment_start, self._number = t, number
             self.files.append(path)
         tb = frame.time_base

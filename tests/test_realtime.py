@@ -1,0 +1,166 @@
+"""Real time on small machines: bounded live queues, an adaptive live batch, the thread budget, and the knobs that
+trade accuracy for speed (--size, --infer-every). No timing is asserted here except where the promise is one
+(failing fast without the Hub); speed lives in benchmarks/."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SAMPLE_CLIP, decode
+from fakes import ListSource, RecordingSink, one_route
+from streamseg.cli import main
+from streamseg.config import ModelConfig
+from streamseg.exports import read_mask_png
+from streamseg.frames import Frame, SegmentationResult
+from streamseg.model import Segmenter
+from streamseg.schedule import EveryNth
+from streamseg.threads import plan
+
+
+def per_frame_model(seconds_per_frame):
+    """A stand-in model that takes ``seconds_per_frame(frames_so_far)`` for each frame it is given."""
+    seen = []
+
+    def segment(frames):
+        for f in frames:
+            time.sleep(seconds_per_frame(len(seen)))
+            seen.append(f.index)
+        return [SegmentationResult(frame=f, label_map=np.zeros(f.image.shape[:2], np.uint8)) for f in frames]
+
+    segment.seen = seen
+    return segment
+
+
+def test_a_live_queue_never_holds_more_than_the_batch_being_formed():
+    """A fast camera (1 ms a frame) behind a slow model (30 ms a frame): the freshest frames wait, no backlog."""
+    source = ListSource(600, live=True, interval=0.001, fps=1000.0)
+    pipeline = one_route(source, per_frame_model(lambda n: 0.03), RecordingSink(), batch_size=8, max_latency=1.0)
+    stats = pipeline.run()
+    largest = max([1, *pipeline.live_batches])
+    assert pipeline.channels[0].high_water <= largest
+    assert stats.frames_read == stats.frames_written + stats.frames_dropped == 600
+    assert stats.frames_dropped > 400  # the camera outran the model: old frames went, counted
+
+
+def test_the_live_batch_grows_while_latency_allows_and_shrinks_when_the_model_slows_down():
+    slow_after = 120
+    model = per_frame_model(lambda n: 0.002 if n < slow_after else 0.25)
+    source = ListSource(2000, live=True, interval=0.004, fps=250.0)
+    pipeline = one_route(source, model, RecordingSink(), batch_size=8, max_latency=0.4)
+    pipeline.run()
+    sizes = pipeline.live_batches
+    assert max(sizes) >= 3  # fast model: batches grew
+    peak = sizes.index(max(sizes))
+    assert sizes[-1] == 1 and sizes[peak:][-1] < max(sizes)  # slow model: back down to single frames
+    settled = list(pipeline.routes[0].stats.latency_ms)[-3:]  # single slow frames: about two model times
+    assert max(settled) < 800, settled
+
+
+def test_files_keep_their_batch_size_and_every_frame():
+    model = per_frame_model(lambda n: 0.0)
+    calls = []
+
+    def segment(frames):
+        calls.append(len(frames))
+        return model(frames)
+
+    sink = RecordingSink()
+    stats = one_route(ListSource(40), segment, sink, batch_size=8).run()
+    assert calls == [8] * 5 and stats.frames_written == 40 and stats.frames_dropped == 0
+
+
+def test_size_changes_what_the_model_sees_and_not_the_output(tiny_model, tmp_path):
+    image = np.zeros((360, 640, 3), np.uint8)
+    default = Segmenter.load(ModelConfig(name=str(tiny_model), device="cpu"))
+    exact = Segmenter.load(ModelConfig(name=str(tiny_model), device="cpu", size=(96, 48)))
+    short = Segmenter.load(ModelConfig(name=str(tiny_model), device="cpu", size=40))
+    assert default.preprocess([image]).shape == (1, 3, 64, 64)  # the processor's own 64x64
+    assert exact.preprocess([image]).shape == (1, 3, 48, 96)
+    assert short.preprocess([image]).shape == (1, 3, 40, 71)  # shortest edge 40, aspect kept
+    assert exact([image])[0].shape == (360, 640)  # labels at the source's size
+    out, masks = tmp_path / "o.mp4", tmp_path / "m"
+    assert main([str(SAMPLE_CLIP), "-o", str(out), "--masks", str(masks), "--model", str(tiny_model), "-q",
+                 "--size", "96x48", "--duration", "0.4"]) == 0
+    frames, _ = decode(out)
+    assert len(frames) == 10 and frames[0].shape == (360, 640, 3)
+    assert read_mask_png(masks / "000000.png").shape == (360, 640)
+
+
+def test_infer_every_3_writes_every_frame_and_runs_the_model_on_a_third(tiny_model, tmp_path, monkeypatch):
+    given = []
+    original = Segmenter.segment
+
+    def counting(self, frames):
+        given.extend(f.index for f in frames)
+        return original(self, frames)
+
+    monkeypatch.setattr(Segmenter, "segment", counting)
+    out, masks = tmp_path / "o.mp4", tmp_path / "m"
+    assert main([str(SAMPLE_CLIP), "-o", str(out), "--masks", str(masks), "--model", str(tiny_model), "-q",
+                 "--infer-every", "3", "--batch-size", "4"]) == 0
+    assert given == list(range(0, 100, 3))  # 34 of 100 frames went through the model
+    assert len(decode(out)[0]) == 100
+    pngs = sorted(masks.iterdir())
+    assert len(pngs) == 100
+    first, between = read_mask_png(pngs[3]), read_mask_png(pngs[4])
+    assert np.array_equal(first, between) and np.array_equal(first, read_mask_png(pngs[5]))  # reused labels
+
+
+def test_infer_every_segments_each_source_on_its_own_and_any_new_size():
+    seen = []
+
+    def segment(frames):
+        seen.extend((f.source, f.index) for f in frames)
+        return [SegmentationResult(frame=f, label_map=np.full(f.image.shape[:2], f.index, np.int32)) for f in frames]
+
+    every = EveryNth(segment, 2)
+    small, large = np.zeros((4, 4, 3), np.uint8), np.zeros((6, 6, 3), np.uint8)
+    frames = [Frame(index=0, image=small, source=0), Frame(index=0, image=small, source=1),
+              Frame(index=1, image=small, source=0), Frame(index=1, image=large, source=1),
+              Frame(index=2, image=small, source=0), Frame(index=3, image=small, source=0)]
+    results = every(frames)
+    assert seen == [(0, 0), (1, 0), (1, 1), (0, 2)]  # source 1's second frame has a new size: segmented
+    assert [int(r.label_map[0, 0]) for r in results] == [0, 0, 0, 1, 2, 2]
+    assert [r.frame.index for r in results] == [0, 0, 1, 1, 2, 3]
+
+
+def test_threads_reach_torch_and_the_summary_says_what_was_chosen(tiny_model, tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        assert main([str(SAMPLE_CLIP), "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_model), "-q",
+                     "--threads", "1", "--duration", "0.2"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    summary = capsys.readouterr().err.splitlines()[0]
+    assert summary.endswith(f"; threads: forward 1, decode 1, encode 1, opencv 1 of {plan().cores} cores; "
+                            f"OpenMP wait policy {__import__('os').environ.get('OMP_WAIT_POLICY', 'library default').lower()}")
+
+
+def test_the_budget_gives_the_forward_every_core_and_the_rest_a_share():
+    assert plan(cores=2) == plan(cores=2, forward=None)
+    small, large = plan(cores=2), plan(cores=16)
+    assert (small.forward, small.decode, small.encode, small.opencv) == (2, 1, 1, 1)
+    assert (large.forward, large.decode, large.encode, large.opencv) == (16, 4, 4, 4)
+    assert plan(3, cores=16).forward == 3
+    assert not plan(cores=2, managed=False).managed
+
+
+def test_a_hub_id_without_the_hub_fails_within_seconds_in_one_line(monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    t0 = time.monotonic()
+    assert main([str(SAMPLE_CLIP), "--model", "nvidia/segformer-b0-finetuned-ade-512-512", "--no-display",
+                 "-q"]) == 2
+    assert time.monotonic() - t0 < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["streamseg: error: model 'nvidia/segformer-b0-finetuned-ade-512-512' not found: it is not in the "
+                   "local cache and the Hugging Face Hub cannot be reached (127.0.0.1: Connection refused); pass a "
+                   "local folder with --model PATH"]
