@@ -213,6 +213,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--frames", type=int, default=48, metavar="N", help="frames to time (default 48)")
     g.add_argument("--naive-frames", type=int, default=8, metavar="N", help="frames for the slow naive loop (default 8)")
     g.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per row, after a warm-up (default 3)")
+    g.add_argument("--no-loaded", action="store_true",
+                   help="skip the rows run as separate commands, alone and beside a busy process")
     g.add_argument("--out", type=Path, default=Path("benchmarks/results"), metavar="DIR",
                    help="folder for the JSON results (default: benchmarks/results)")
 

@@ -17,8 +17,8 @@ each result goes back to its own route.
 Live sources keep latency bounded by design. Their channel holds no more than the batch being
 formed: the freshest frames, everything older dropped and counted. Their batch size adapts,
 starting at 1: it grows (up to ``batch_size``) only while the capture-to-output latency of the
-frames written, scaled to one more frame per batch, stays under ``max_latency``, and halves
-when the latency goes over it. Files keep the fixed ``batch_size`` and lose nothing.
+frames written, scaled to one more frame per batch, stays under 80% of ``max_latency``, and
+halves when the latency goes over it. Files keep the fixed ``batch_size`` and lose nothing.
 * ``render`` owns the draw functions, the exports and the sinks: it writes each result
   to its route's exports, draws it, writes it to the route's sink, and closes every
   export and sink when it ends, whatever the reason.
@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds between checks of the abort flag while waiting
 _FPS_WINDOW = 30  # frames over which the drawn frame rate is measured
+_GROW_MARGIN = 0.8  # live: grow the batch only when the latency it would bring stays under 80% of the limit
 
 
 @dataclass
@@ -232,7 +233,8 @@ class Pipeline:
 
     def _adapt_live_batch(self) -> None:
         """After a live batch: halve the batch when the latency went over ``max_latency``; grow it by one when
-        the latency, scaled to one more frame per batch, would still stay under it. Inference thread only."""
+        the latency, scaled to one more frame per batch, would stay under 80% of it (so that it does not
+        swing between two sizes around the limit). Inference thread only."""
         if self._settle:
             self._settle -= 1
             return
@@ -243,7 +245,7 @@ class Pipeline:
         size = self.live_batch
         if latency > self.max_latency and size > 1:
             size = max(1, size // 2)
-        elif size < self.batch_size and latency * (size + 1) / size < self.max_latency:
+        elif size < self.batch_size and latency * (size + 1) / size < _GROW_MARGIN * self.max_latency:
             size += 1
         if size != self.live_batch:
             self.live_batch = size

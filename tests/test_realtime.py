@@ -5,10 +5,8 @@ trade accuracy for speed (--size, --infer-every). No timing is asserted here exc
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 
 import numpy as np
-import pytest
 import torch
 
 from conftest import SAMPLE_CLIP, decode
