@@ -143,6 +143,7 @@ def run_one(name: str, model_dir: str, seconds: float, args) -> dict:
     from streamseg.pipeline import Pipeline, Route
     from streamseg.render import Renderer
     from streamseg.sources import open_source
+    from streamseg.threads import ThreadTuner
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -158,7 +159,9 @@ def run_one(name: str, model_dir: str, seconds: float, args) -> dict:
     try:
         with open_source(f"tcp://127.0.0.1:{port}", reconnect=3, decode_threads=1) as source:
             route = Route(source, Renderer(RenderConfig(), seg.id2label, seg.num_labels), sink)
-            pipeline = Pipeline([route], seg.segment, batch_size=args.batch_size, duration=seconds,
+            counts = args.budget.tuned_counts  # as a user's run: the forward's threads tuned while running
+            segment = ThreadTuner(seg.segment, counts) if counts else seg.segment
+            pipeline = Pipeline([route], segment, batch_size=args.batch_size, duration=seconds,
                                 max_latency=args.max_latency)
             done = threading.Event()
 
@@ -195,6 +198,7 @@ def run_one(name: str, model_dir: str, seconds: float, args) -> dict:
                                                      "met": p95 <= 2000 * fwd + 300},
                   "output fps >= 0.8 x forward_b1 fps": {"ratio": out_fps * fwd, "met": out_fps * fwd >= 0.8}},
         "live_batches": pipeline.live_batches[-20:],
+        "threads": args.budget.describe(segment if isinstance(segment, ThreadTuner) else None),
         "per_minute": minutes,
         "frames_read": stats.frames_read, "frames_written": stats.frames_written,
         "frames_dropped": stats.frames_dropped, "unreadable_stamps": sink.bad, "reconnects": stats.reconnects,
@@ -214,14 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
 
-    # As the command line does: OpenMP workers that sleep instead of spinning, set before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.path.insert(0, str(ROOT))
     import streamseg  # noqa: F401  (OpenCV before PyAV)
     from benchmarks.bench import make_segformer_b0
     from streamseg.threads import apply, plan
 
-    budget = plan()
+    budget = args.budget = plan()
     apply(budget)
     work = Path(tempfile.mkdtemp(prefix="streamseg-live-"))
     runs = []

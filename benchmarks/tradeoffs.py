@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the command line does, before torch loads
     sys.path.insert(0, str(ROOT))
     import streamseg  # noqa: F401  (OpenCV before PyAV)
     from streamseg.app import Run

@@ -39,6 +39,7 @@ from .schedule import EveryNth
 from .sources import open_source
 from .stills import ImageSource
 from .stats import RunStats
+from .threads import ThreadTuner
 from .threads import apply as apply_threads
 from .threads import plan as plan_threads
 
@@ -105,6 +106,7 @@ class Run(Closing):
         self.config = config
         self.segmenter = segmenter
         self.threads = plan_threads(config.threads, managed=config.manage_threads)
+        self.tuner: ThreadTuner | None = None  # the forward's thread count, chosen while running (CPU)
         self.server = None  # the live view (--serve), once open
         self._on_source_error = on_source_error or (lambda spec, exc: log.error("%s", exc))
         self._stack = contextlib.ExitStack()
@@ -158,7 +160,8 @@ class Run(Closing):
         for i in sorted(sources):
             renderer = Renderer(config.render, self.segmenter.id2label, self.segmenter.num_labels)
             outputs = open_outputs(plans[i], sources[i], config.outputs, colours=renderer.colours, shared=shared,
-                                   on_quit=self.request_stop, encode_threads=self.threads.encode)
+                                   on_quit=self.request_stop, encode_threads=self.threads.encode,
+                                   encoder=self._encoder())
             self._stack.callback(outputs.close)  # also when the run never starts; close() is idempotent
             self._routes.append(_OpenRoute(plans[i], sources[i], renderer, outputs))
 
@@ -232,7 +235,10 @@ class Run(Closing):
             if result.frame.source in stills:
                 stills[result.frame.source].append(result)
 
+        self._choose_blending()
         segment = self.segmenter.segment
+        if self.threads.tuned_counts is not None and self.segmenter.device.type == "cpu":
+            segment = self.tuner = ThreadTuner(segment, self.threads.tuned_counts)
         if config.model.infer_every > 1:
             segment = EveryNth(segment, config.model.infer_every)
         pipeline = Pipeline(routes, segment, batch_size=config.batch_size,
@@ -270,7 +276,26 @@ class Run(Closing):
         plans = [r.plan for r in self._routes] + [plan for plan, _ in self._failed]
         order = {spec: k for k, spec in enumerate(self.config.sources)}
         reports = [by_spec[id(p)] for p in sorted(plans, key=lambda p: order[p.spec])]
-        return RunReport(reports, total, self.threads.describe())
+        return RunReport(reports, total, self.threads.describe(self.tuner))
+
+    def _encoder(self) -> str:
+        """``--encoder``; auto: NVENC when the model runs on CUDA (the CPU stays free for the rest)."""
+        chosen = self.config.outputs.encoder
+        if chosen == "auto":
+            return "h264_nvenc" if self.segmenter.device.type == "cuda" else "libx264"
+        return chosen
+
+    def _choose_blending(self) -> None:
+        """Draw the style on the model's device (``--blend``) when it can be: semantic models, fill, mask,
+        blur- and replace-background. The segmenter keeps the choice for this run only."""
+        from .device_render import STYLES, DeviceBlender
+
+        render, device = self.config.render, self.segmenter.device
+        wanted = render.blend == "device" or (render.blend == "auto" and device.type == "cuda")
+        blender = DeviceBlender(self._routes[0].renderer, device) if wanted and self._routes and render.style in STYLES else None
+        if not self.segmenter.draw_on_device(blender) and render.blend == "device":
+            log.info("--blend device: %s is drawn on the host (the device draws fill, mask, blur- and "
+                     "replace-background of semantic models)", render.style.value)
 
     def close(self) -> None:
         if not self._closed:

@@ -113,9 +113,9 @@ def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DE
                         "(every frame is still drawn and written; default 1)")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models that run their own code")
     g.add_argument("--threads", type=_threads, default="auto", metavar="N|auto|library",
-                   help="the forward's torch threads (auto: every core this process may use, with decode, encode "
-                        "and OpenCV kept to their share and OpenMP waiting passively; library: each library's own "
-                        "defaults)")
+                   help="the forward's torch threads (auto: every core this process may use, or half of them when "
+                        "that is faster while the run goes, e.g. beside a busy process; N: exactly N; library: each "
+                        "library's own defaults)")
 
 
 def add_render_args(p: argparse.ArgumentParser) -> None:
@@ -133,6 +133,10 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", action="store_true", help="write each segment's label on it")
     g.add_argument("--legend", action="store_true", help="draw the classes visible in each frame")
     g.add_argument("--show-fps", action="store_true", help="draw the frame rate")
+    g.add_argument("--blend", choices=("auto", "device", "host"), default="auto",
+                   help="where fill, mask, blur- and replace-background are drawn for semantic models: on the "
+                        "model's device, where the frames and labels already are, or on the host with OpenCV "
+                        "(auto: the device on a GPU, the host on the CPU)")
 
 
 def add_input_args(p: argparse.ArgumentParser) -> None:
@@ -170,6 +174,9 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--segment-time", type=_seconds, metavar="TIME",
                    help="rotate the output video every TIME (e.g. 10m): rec.mp4 -> rec-000.mp4, rec-001.mp4...; "
                         "a name with %%-codes is a strftime pattern of each file's start (rec-%%Y%%m%%d-%%H%%M%%S.mp4)")
+    g.add_argument("--encoder", choices=("auto", "libx264", "h264_nvenc"), default="auto",
+                   help="H.264 encoder of video outputs: libx264 (CPU) or h264_nvenc (NVIDIA GPU; falls back to "
+                        "libx264 with one warning when it cannot open). auto: h264_nvenc when the model runs on CUDA")
     display = g.add_mutually_exclusive_group()
     display.add_argument("--no-display", action="store_true", help="never open a window (headless)")
     display.add_argument("--display", action="store_true", help="open a window also when writing -o")
@@ -273,7 +280,7 @@ def model_config(args: argparse.Namespace, *, name: str | None = None) -> ModelC
 def render_config(args: argparse.Namespace) -> RenderConfig:
     return RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=Style(args.style),
                         labels=args.labels, classes=args.classes, exclude=args.exclude, keep=args.keep,
-                        background=args.background)
+                        background=args.background, blend=args.blend)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -292,7 +299,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         render=render_config(args),
         outputs=OutputConfig(output=args.output, display=display, json_path=args.json, json_masks=args.json_masks,
                              masks_dir=args.masks, segment_time=args.segment_time, serve=args.serve,
-                             serve_token=args.serve_token, serve_hosts=tuple(args.serve_host)),
+                             serve_token=args.serve_token, serve_hosts=tuple(args.serve_host),
+                             encoder=args.encoder),
         input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,
                           duration=args.duration, max_latency=args.max_latency),
         batch_size=args.batch_size,

@@ -206,11 +206,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version (0) or a bad flag (2, its one line already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
-    if getattr(args, "threads", "auto") != "library":
-        # OpenMP workers that sleep between parallel regions instead of spinning leave the cores to decoding,
-        # drawing, encoding and any neighbour process. Read once, when torch loads: so before that, and
-        # only if the user has not chosen.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _configure_logging(args.verbose, args.debug)
     handler = {"run": _run, "batch": _batch, "bench": _bench}[args.command]
     try:

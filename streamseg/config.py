@@ -129,8 +129,11 @@ class RenderConfig:
     exclude: tuple[str, ...] = ()  # never draw these
     keep: tuple[str, ...] = ()  # blur-/replace-background: the classes left as they are
     background: str = "#00b140"  # replace-background: a colour (#RRGGBB) or an image file
+    blend: str = "auto"  # where fill/mask/blur-/replace-background are drawn: device, host, auto (device on a GPU)
 
     def __post_init__(self) -> None:
+        if self.blend not in ("auto", "device", "host"):
+            raise InputError(f"invalid blend {self.blend!r}: expected auto, device or host")
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"invalid alpha {self.alpha}: expected a value in [0, 1]")
         object.__setattr__(self, "style", Style(self.style))
@@ -171,8 +174,11 @@ class OutputConfig:
     serve: str | None = None  # [HOST:]PORT of the browser live view
     serve_token: str | None = None  # checked on every request; made up when serving beyond 127.0.0.1 without one
     serve_hosts: tuple[str, ...] = ()  # names the live view answers to besides IP addresses and localhost
+    encoder: str = "auto"  # H.264 for video files: auto (h264_nvenc when the model runs on CUDA), libx264, h264_nvenc
 
     def __post_init__(self) -> None:
+        if self.encoder not in ("auto", "libx264", "h264_nvenc"):
+            raise InputError(f"invalid encoder {self.encoder!r}: expected auto, libx264 or h264_nvenc")
         if self.json_masks and self.json_path is None:
             raise InputError("--json-masks needs --json PATH")
         if self.segment_time is not None and not (math.isfinite(self.segment_time) and self.segment_time > 0):

@@ -89,6 +89,7 @@ class SegmentationResult:
     segment_map: np.ndarray | None = None
     segment_info: tuple[tuple[int, int, float], ...] = ()
     id2label: Mapping[int, str] = field(default_factory=dict)
+    drawn: np.ndarray | None = None  # the style already blended on the model's device (streamseg.device_render)
 
     def __repr__(self) -> str:
         h, w = self.label_map.shape

@@ -138,6 +138,7 @@ class Segmenter:
         self.name = name
         self.task = head.task
         self.max_batch = 0  # frames per forward at most (0: no limit); lowered when the device runs out of memory
+        self.blender = None  # a DeviceBlender: draw the style on the device (draw_on_device)
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
@@ -280,9 +281,19 @@ class Segmenter:
         outputs = self.forward(self.preprocess(images))
         return self.postprocess(outputs, [img.shape[:2] for img in images])
 
+    def draw_on_device(self, blender) -> bool:
+        """Blend each frame's style on the model's device from now on (a :class:`~streamseg.device_render.DeviceBlender`,
+        or ``None`` to stop). Semantic models only: returns whether it applies."""
+        self.blender = blender if isinstance(self.head, SemanticHead) else None
+        return self.blender is not None
+
     def _segment_batch(self, frames: list[Frame]) -> list[SegmentationResult]:
-        outputs = self.forward(self.preprocess([f.image for f in frames]))
+        uploads = self.preprocessor.upload([f.image for f in frames])
+        outputs = self.forward(self.preprocessor.prepare(uploads))
         with torch.inference_mode():
+            if self.blender is not None:  # the uploaded frames stay on the device and are drawn there
+                pictures = [x[i] for x in uploads for i in range(x.shape[0])]
+                return self.head.results(outputs, frames, pictures=pictures, blender=self.blender)
             return self.head.results(outputs, frames)
 
     def _in_batches(self, fn: Callable[[list], list], items: list) -> list:

@@ -54,13 +54,16 @@ class OutputContext:
     config: OutputConfig
     colours: object  # the renderer's class palette, for mask PNGs
     encode_threads: int = 0  # x264 threads per video file (0: x264's own choice)
+    encoder: str = "libx264"  # the H.264 encoder video files ask for (libx264 when it cannot open)
 
 
 SINK_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Sink]] = {
     OutputKind.VIDEO: lambda path, ctx: VideoFileSink(path, audio_from=ctx.source.audio_path, fps=ctx.source.fps,
-                                                      live=ctx.source.live, threads=ctx.encode_threads),
+                                                      live=ctx.source.live, threads=ctx.encode_threads,
+                                                      encoder=ctx.encoder),
     OutputKind.SEGMENTS: lambda path, ctx: SegmentedVideoSink(path, ctx.config.segment_time, fps=ctx.source.fps,
-                                                              live=ctx.source.live, threads=ctx.encode_threads),
+                                                              live=ctx.source.live, threads=ctx.encode_threads,
+                                                              encoder=ctx.encoder),
     OutputKind.IMAGE: lambda path, ctx: ImageSink(path, folder=False),
     OutputKind.IMAGE_FOLDER: lambda path, ctx: ImageSink(path, folder=True),
 }
@@ -257,10 +260,10 @@ class RouteOutputs:
 
 def open_outputs(plan: RoutePlan, source: Source, config: OutputConfig, *, colours: object,
                  shared: Sequence[Sink] = (), on_quit: Callable[[], None] | None = None,
-                 encode_threads: int = 0) -> RouteOutputs:
+                 encode_threads: int = 0, encoder: str = "libx264") -> RouteOutputs:
     """Open one route's exports and sinks (created in the caller's thread, so a bad path fails before any
     worker starts); ``shared`` sinks (the live view) are written but not owned. All closed again if one fails."""
-    ctx = OutputContext(source=source, config=config, colours=colours, encode_threads=encode_threads)
+    ctx = OutputContext(source=source, config=config, colours=colours, encode_threads=encode_threads, encoder=encoder)
     owned: list = []
     try:
         window = []  # first: a display that cannot be used fails before any file is created

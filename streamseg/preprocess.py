@@ -125,13 +125,22 @@ class Preprocessor:
 
     def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """uint8 ``(H, W, 3)`` RGB pictures -> normalised ``(B, 3, h, w)`` on the device, in the model's dtype."""
-        groups: list[torch.Tensor] = []
+        return self.prepare(self.upload(images))
+
+    def upload(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """The pictures on the device as they are: uint8 ``(b, H, W, 3)``, one tensor per run of same-size
+        pictures (pinned and non-blocking on CUDA). Kept by callers that draw on the device."""
+        uploads = []
         for batch in _same_size_runs(images):
             x = torch.from_numpy(np.stack(batch))
             if self.device.type == "cuda":
                 x = x.pin_memory().to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float()
-            groups.append(self._resize(x))
+            uploads.append(x)
+        return uploads
+
+    def prepare(self, uploads: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Uploaded uint8 runs (:meth:`upload`) -> the normalised ``(B, 3, h, w)`` batch in the model's dtype."""
+        groups = [self._resize(x.permute(0, 3, 1, 2).float()) for x in uploads]
         if len({g.shape[-2:] for g in groups}) > 1:  # frames of different sizes: pad to the largest, as the processors do
             h = max(g.shape[-2] for g in groups)
             w = max(g.shape[-1] for g in groups)

@@ -44,6 +44,11 @@ def blend(image: np.ndarray, label_map: np.ndarray, colours: np.ndarray, alpha: 
     return cv2.addWeighted(image, 1.0 - alpha, np.take(colours, label_map, axis=0), alpha, 0.0)
 
 
+def blur_kernel_size(height: int, width: int) -> int:
+    """The blur-background kernel for a picture of this size (odd, at least 3)."""
+    return max(3, (min(height, width) // 20) | 1)
+
+
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=(255, 255, 255)) -> None:
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
@@ -188,6 +193,21 @@ class Renderer:
         if config.style is Style.REPLACE_BACKGROUND:
             _background(config.background, (2, 2, 3))  # a bad colour or missing file fails now, not mid-run
 
+    def shown_mask(self) -> np.ndarray:
+        """Whether each class id is drawn (--classes/--exclude); the last entry stands for -1 (never)."""
+        return self._shown.copy()
+
+    def keep_mask(self) -> np.ndarray:
+        """Whether each class id is kept as it is by blur-/replace-background (--keep)."""
+        return self._keep.copy()
+
+    def background(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The replace-background picture for frames of ``shape`` (H, W, 3)."""
+        rest = self._backgrounds.get(shape)
+        if rest is None:
+            rest = self._backgrounds.setdefault(shape, _background(self.config.background, shape))
+        return rest
+
     def shows(self, label_id: int) -> bool:
         """Whether --classes/--exclude let this class be drawn."""
         return 0 <= label_id < len(self._shown) - 1 and bool(self._shown[label_id])
@@ -205,15 +225,19 @@ class Renderer:
         image = result.frame.image
         labels = self.visible_labels(result)
         style = cfg.style
+        if result.drawn is not None and result.segment_map is None:
+            # blended on the model's device (streamseg.device_render): only the host-side marks are left
+            img = result.drawn
+            if style is Style.SIDE_BY_SIDE:
+                img = np.hstack([image, img])
+            return self._annotate(img, result, labels, fps)
         if style in (Style.BLUR_BACKGROUND, Style.REPLACE_BACKGROUND):
             keep = self._keep[result.label_map.astype(np.int32, copy=False)]
             if style is Style.BLUR_BACKGROUND:
-                k = max(3, (min(image.shape[:2]) // 20) | 1)
+                k = blur_kernel_size(*image.shape[:2])
                 rest = cv2.GaussianBlur(image, (k, k), 0)
             else:
-                rest = self._backgrounds.get(image.shape)
-                if rest is None:
-                    rest = self._backgrounds.setdefault(image.shape, _background(cfg.background, image.shape))
+                rest = self.background(image.shape)
             img = np.where(keep[..., None], image, rest).astype(np.uint8)
         # What each pixel is coloured by: its class, or its segment's track colour.
         if result.segment_map is not None:
@@ -236,6 +260,11 @@ class Renderer:
             img[edge] = colours[ids[edge]]
         if style is Style.SIDE_BY_SIDE:
             img = np.hstack([image, img])
+        return self._annotate(img, result, labels, fps)
+
+    def _annotate(self, img: np.ndarray, result: SegmentationResult, labels: np.ndarray, fps: float | None) -> np.ndarray:
+        """Segment labels, the legend and the fps text, in place over a drawn picture."""
+        cfg = self.config
         if cfg.labels:
             self._draw_labels(img, result, labels)
         if cfg.legend:

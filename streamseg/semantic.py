@@ -36,8 +36,11 @@ class SemanticHead:
         self.smooth = smooth
         self._ema: torch.Tensor | None = None  # (C, h, w) smoothed class probabilities of the last frame
         self._pad_to = 0  # compiled: the largest batch so far; smaller ones are padded to it
+        self._graphed = False  # compiled with CUDA graphs: outputs live in the graph's memory until copied
         if compile:
-            self.model = torch.compile(model, dynamic=False)
+            # On CUDA, "reduce-overhead" also records CUDA graphs for each (fixed) batch shape: one launch per forward.
+            self._graphed = next(model.parameters()).device.type == "cuda"
+            self.model = torch.compile(model, dynamic=False, mode="reduce-overhead" if self._graphed else None)
         self._onnx = self._onnx_engine() if Engine(engine) is Engine.ONNXRUNTIME else None
 
     @property
@@ -62,7 +65,9 @@ class SemanticHead:
             if n < self._pad_to:
                 pad = pixel_values.new_zeros((self._pad_to - n, *pixel_values.shape[1:]))
                 pixel_values = torch.cat([pixel_values, pad])
-        return self._run(pixel_values)[:n]
+        logits = self._run(pixel_values)[:n]
+        # a CUDA graph's next replay overwrites its outputs: keep this batch's own copy
+        return logits.clone() if self._graphed and self.model is not self.eager_model else logits
 
     def _run(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self._onnx is not None:
@@ -82,21 +87,36 @@ class SemanticHead:
             self.model = self.eager_model
             return self.model(pixel_values=pixel_values).logits
 
-    def label_maps(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Class ids at each source size ``(height, width)``, as ``post_process_semantic_segmentation`` gives."""
+    def label_tensors(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+        """Class ids at each source size ``(height, width)``, on the device."""
         out = []
-        dtype = np.uint8 if self.num_labels <= 256 else (np.uint16 if self.num_labels <= 65536 else np.int32)
         for one, (height, width) in zip(logits, sizes):
             one = one.float()
             if self.smooth:
                 one = self._smoothed(one)
-            labels = upsampled_argmax(one, height, width)
-            out.append(labels.to(torch.int32).cpu().numpy().astype(dtype, copy=False))
+            out.append(upsampled_argmax(one, height, width))
         return out
 
-    def results(self, logits: torch.Tensor, frames: Sequence[Frame]) -> list[SegmentationResult]:
-        maps = self.label_maps(logits, [f.image.shape[:2] for f in frames])
-        return [SegmentationResult(frame=f, label_map=m, id2label=self.id2label) for f, m in zip(frames, maps)]
+    def label_maps(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Class ids at each source size ``(height, width)``, as ``post_process_semantic_segmentation`` gives."""
+        return [self._host(labels) for labels in self.label_tensors(logits, sizes)]
+
+    def _host(self, labels: torch.Tensor) -> np.ndarray:
+        dtype = np.uint8 if self.num_labels <= 256 else (np.uint16 if self.num_labels <= 65536 else np.int32)
+        return labels.to(torch.int32).cpu().numpy().astype(dtype, copy=False)
+
+    def results(self, logits: torch.Tensor, frames: Sequence[Frame], *, pictures: Sequence[torch.Tensor] | None = None,
+                blender=None) -> list[SegmentationResult]:
+        """One result per frame. With ``blender`` (a :class:`~streamseg.device_render.DeviceBlender`) and the
+        frames' ``pictures`` on the device, each result also carries its picture drawn there."""
+        tensors = self.label_tensors(logits, [f.image.shape[:2] for f in frames])
+        drawn: list[np.ndarray | None] = [None] * len(frames)
+        if blender is not None and pictures is not None:
+            from .device_render import download
+
+            drawn = download([blender(p[None], t[None])[0] for p, t in zip(pictures, tensors)])
+        return [SegmentationResult(frame=f, label_map=self._host(t), id2label=self.id2label, drawn=d)
+                for f, t, d in zip(frames, tensors, drawn)]
 
     def _smoothed(self, logits: torch.Tensor) -> torch.Tensor:
         """Exponential moving average of class probabilities over consecutive frames, on the device."""

@@ -5,9 +5,13 @@ x264's encoder each keep a pool, and OpenCV has one of its own. Left alone, each
 to the whole machine, and on a small machine they fight: torch's OpenMP workers spin after each
 parallel region, and one busy neighbour process costs several times the throughput.
 :func:`plan` gives each stage its share; :func:`apply` sets torch's and OpenCV's (process-wide);
-sources and sinks take ``decode`` and ``encode`` when they open. ``OMP_WAIT_POLICY=PASSIVE``
-(workers sleep instead of spinning) must be set before torch loads: the command line does that,
-unless the user set it; library code never changes the environment.
+sources and sinks take ``decode`` and ``encode`` when they open; :class:`ThreadTuner` picks the
+forward's thread count while the run goes, because the best one depends on what else runs.
+
+OpenMP's wait policy is left as the user has it. Passive waiting (``OMP_WAIT_POLICY=PASSIVE``)
+was measured and rejected as the default: it holds up beside a busy process but costs a run on an
+idle machine 6% (SegFormer-B0, 720p) to 24% (the demo model, 360p), because every parallel region
+then wakes sleeping workers. Tuning the thread count keeps the idle speed and most of the loaded one.
 """
 
 from __future__ import annotations
@@ -35,32 +39,40 @@ class ThreadBudget:
     opencv: int  # OpenCV's pool (blending, blurring, JPEG)
     managed: bool = True
 
-    def describe(self) -> str:
+    tune: bool = True  # let a ThreadTuner choose between ``forward`` and half of it while running
+
+    @property
+    def tuned_counts(self) -> tuple[int, int] | None:
+        """The two forward thread counts the tuner chooses between, or ``None`` when there is no choice."""
+        return (self.forward, max(1, self.forward // 2)) if self.managed and self.tune and self.forward > 1 else None
+
+    def describe(self, tuner: ThreadTuner | None = None) -> str:
         if not self.managed:
             return f"threads: the libraries' own defaults ({self.cores} cores)"
-        wait = os.environ.get("OMP_WAIT_POLICY", "").lower() or "library default"
-        return (f"threads: forward {self.forward}, decode {self.decode}, encode {self.encode}, "
-                f"opencv {self.opencv} of {self.cores} cores; OpenMP wait policy {wait}")
+        forward = tuner.describe() if tuner is not None else f"forward {self.forward}"
+        decode, encode = (n or "auto" for n in (self.decode, self.encode))
+        return f"threads: {forward}, decode {decode}, encode {encode}, opencv {self.opencv} of {self.cores} cores"
 
 
 def plan(forward: int | None = None, *, cores: int | None = None, managed: bool = True) -> ThreadBudget:
     """The budget for ``cores`` (default: this process's). ``forward`` overrides the model's share (``--threads``).
 
-    The forward gets every core: it is the bottleneck, and with passive OpenMP waiting its workers
-    yield the cores while the other stages run. Decoding, encoding and OpenCV get one thread each
-    on small machines (their work per frame is a few milliseconds and parallel pools only add
-    contention there), and a quarter of the cores each on larger ones.
+    The forward gets every core: it is the bottleneck, and the :class:`ThreadTuner` halves its
+    threads while that is faster (beside a busy neighbour). Decoding and x264 keep their own
+    pools (0: FFmpeg's choice; they use them in bursts, between the forward's parallel regions),
+    and OpenCV gets a quarter of the cores (one on small machines).
 
-    Measured on 2 cores (SegFormer-B0 shape, 720p, batch 8; e2e frames/s, idle / beside one busy
-    process): the libraries' defaults 3.10 / 1.50; this budget with passive waiting 2.95-3.00 /
-    2.00-2.10. On the small demo model at 360p: 46 / 21 and 39 / 39. Spinning OpenMP workers are
-    what a neighbour punishes: a longer spin (GOMP_SPINCOUNT=100000) gave 46 idle and 6 loaded.
+    Measured on 2 cores (e2e frames/s, idle / beside one busy process, medians of interleaved
+    runs): the demo model at 360p, the libraries' defaults 45.3 / 18.9, this budget 55.2 / 29.7,
+    the same with decode and encode pinned to one thread 49.6 / 24.9 (x264 then encodes on the
+    render thread alone); SegFormer-B0's shape at 720p, 3.75 / 1.85 and 3.75 / 1.95.
     """
     cores = cores or available_cores()
     if not managed:
         return ThreadBudget(cores=cores, forward=0, decode=0, encode=0, opencv=0, managed=False)
-    side = max(1, cores // 4)
-    return ThreadBudget(cores=cores, forward=max(1, forward or cores), decode=side, encode=side, opencv=side)
+    opencv = max(1, cores // 4)
+    return ThreadBudget(cores=cores, forward=max(1, forward or cores), decode=0, encode=0, opencv=opencv,
+                        tune=forward is None)
 
 
 def apply(budget: ThreadBudget) -> None:
@@ -73,3 +85,69 @@ def apply(budget: ThreadBudget) -> None:
     if torch.get_num_threads() != budget.forward:
         torch.set_num_threads(budget.forward)
     cv2.setNumThreads(budget.opencv)
+
+
+class ThreadTuner:
+    """Chooses the forward's threads while the run goes: the budget's, or half of them, whichever is faster now.
+
+    On a machine to itself, a forward split over every core is fastest. Beside a busy neighbour it is
+    not: every parallel region waits for whichever of its threads the OS has set aside, and fewer
+    threads win (measured on 2 cores, one busy neighbour: SegFormer-B0 at 720p 1.8 -> 1.9 frames/s,
+    the small demo model 23 -> 35). So every ``interval`` batches the tuner runs ``probe`` batches with
+    the other count and keeps whichever took less time per frame, by a 10% margin; a probe that
+    changes nothing doubles the interval (up to ``max_interval``). It wraps the segment function and
+    runs on the inference thread, where the forward runs.
+    """
+
+    def __init__(self, segment, counts: tuple[int, int], *, first: int = 8, interval: int = 12,
+                 probe: int = 2, max_interval: int = 96, warm_seconds: float = 3.0) -> None:
+        self.segment = segment
+        self.counts = counts
+        self.current = counts[0]
+        self.frames_at: dict[int, int] = {c: 0 for c in counts}  # frames segmented with each count
+        self.switches = 0
+        self._base, self._interval, self._probe, self._max = interval, first, probe, max_interval
+        self._since = 0  # batches since the last probe
+        self._recent: list[float] = []  # seconds per frame of the last batches at the current count
+        self._probing: list[float] | None = None
+        self._warm_seconds = warm_seconds  # no probe before this much running: short jobs are not worth one
+        self._started: float | None = None
+
+    def __call__(self, frames):
+        import time
+
+        import torch
+
+        self._started = self._started or time.monotonic()
+        other = self.counts[1] if self.current == self.counts[0] else self.counts[0]
+        threads = other if self._probing is not None else self.current
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        results = self.segment(frames)
+        per_frame = (time.perf_counter() - t0) / max(1, len(frames))
+        self.frames_at[threads] += len(frames)
+        if self._probing is not None:
+            self._probing.append(per_frame)
+            if len(self._probing) >= self._probe:
+                self._decide(other)
+        else:
+            self._recent = [*self._recent[-(self._probe - 1):], per_frame] if self._since else []
+            self._since += 1
+            warm = time.monotonic() - self._started >= self._warm_seconds
+            if self._since >= self._interval and len(self._recent) >= self._probe and warm:
+                self._probing = []
+        return results
+
+    def _decide(self, other: int) -> None:
+        mine, theirs = sorted(self._recent)[len(self._recent) // 2], sorted(self._probing)[len(self._probing) // 2]
+        if theirs < 0.9 * mine:
+            self.current, self._interval = other, self._base
+            self.switches += 1
+        else:
+            self._interval = min(self._max, 2 * self._interval if self._interval >= self._base else self._base)
+        self._probing, self._since, self._recent = None, 0, []
+
+    def describe(self) -> str:
+        shares = ", ".join(f"{c} for {n} frames" for c, n in self.frames_at.items() if n)
+        return f"forward threads tuned between {self.counts[0]} and {self.counts[1]} ({shares or 'no frames'})"

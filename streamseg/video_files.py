@@ -8,6 +8,7 @@ and finalises the file, also after an error; a file that never got a frame is re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from fractions import Fraction
@@ -28,6 +29,51 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv"})
 _FRAGMENT_SECONDS = 2.0  # live recordings: the most that a crash can lose
 # Audio codecs that an MP4/MOV/MKV file can carry as they are; others are re-encoded to AAC.
 _COPYABLE_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"})
+ENCODERS = ("libx264", "h264_nvenc")  # H.264 on the CPU, or on an NVIDIA GPU's encoder
+_fell_back: set[str] = set()  # encoders already reported as unusable (one warning each per process)
+
+
+@functools.lru_cache(maxsize=None)
+def encoder_problem(name: str) -> str | None:
+    """Why H.264 encoder ``name`` cannot open here (``None``: it can). NVENC needs FFmpeg built with it,
+    an NVIDIA driver and a free encoder session; a small test context finds out once per process."""
+    if name == "libx264":
+        return None
+    if name not in av.codecs_available:
+        return f"this FFmpeg build has no {name}"
+    try:
+        ctx = av.CodecContext.create(name, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        return short_message(exc)
+    return None
+
+
+def usable_encoder(name: str) -> str:
+    """``name`` when it opens here, else libx264, with one warning per encoder and process."""
+    problem = encoder_problem(name)
+    if problem is None:
+        return name
+    if name not in _fell_back:
+        _fell_back.add(name)
+        log.warning("%s cannot open (%s); encoding with libx264", name, problem)
+    return "libx264"
+
+
+def _encoder_options(encoder: str, *, crf: int, preset: str, threads: int, live: bool) -> dict[str, str]:
+    if encoder == "h264_nvenc":  # constant quality like x264's crf; live: no look-ahead, no B-frames
+        options = {"preset": "p4", "rc": "vbr", "cq": str(crf), "forced-idr": "1"}
+        if live:
+            options |= {"tune": "ull", "zerolatency": "1", "bf": "0", "delay": "0"}
+        return options
+    options = {"crf": str(crf), "preset": preset}
+    if threads:
+        options["threads"] = str(threads)
+    if live:  # each frame leaves the encoder at once (no look-ahead, no B-frames)
+        options["tune"] = "zerolatency"
+    return options
 
 
 class _AudioCopy:
@@ -105,8 +151,12 @@ class VideoFileSink(SinkBase):
     """
 
     def __init__(self, path: str | Path, *, audio_from: str | None = None, fps: float | None = None,
-                 crf: int = 20, preset: str = "veryfast", live: bool = False, threads: int = 0) -> None:
+                 crf: int = 20, preset: str = "veryfast", live: bool = False, threads: int = 0,
+                 encoder: str = "libx264") -> None:
         self.path = Path(path)
+        if encoder not in ENCODERS:
+            raise OutputError(f"unknown encoder {encoder!r}: use one of {', '.join(ENCODERS)}")
+        self.encoder = encoder  # what is asked for; what encodes is decided at the first frame
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise OutputError(f"unsupported video output {self.path}: use one of {', '.join(sorted(VIDEO_SUFFIXES))}")
         check_parent_folder(self.path)
@@ -155,17 +205,14 @@ class VideoFileSink(SinkBase):
             raise WriteError(f"cannot create {self.path}: {short_message(exc)}") from exc
         width, height = frame.size
         tb = frame.time_base or Fraction(1, int(round(self._fps * 1000)))
-        stream = self._out.add_stream("libx264", rate=Fraction(self._fps).limit_denominator(1001))
+        self.encoder = usable_encoder(self.encoder)
+        stream = self._out.add_stream(self.encoder, rate=Fraction(self._fps).limit_denominator(1001))
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
         stream.time_base = tb
         stream.codec_context.time_base = tb
-        options = {"crf": str(self._crf), "preset": self._preset}
-        if self._threads:
-            options["threads"] = str(self._threads)
-        if self._fragmented:  # live: each frame leaves the encoder at once (no look-ahead, no B-frames)
-            options["tune"] = "zerolatency"
-        stream.codec_context.options = options
+        stream.codec_context.options = _encoder_options(self.encoder, crf=self._crf, preset=self._preset,
+                                                        threads=self._threads, live=self._fragmented)
         stream.thread_type = "AUTO"
         self._stream = stream
         if self._audio_from:
@@ -295,7 +342,8 @@ class SegmentedVideoSink(SinkBase):
     """
 
     def __init__(self, path: str | Path, segment_seconds: float, *, fps: float | None = None,
-                 live: bool = True, clock: Callable[[], float] | None = None, threads: int = 0) -> None:
+                 live: bool = True, clock: Callable[[], float] | None = None, threads: int = 0,
+                 encoder: str = "libx264") -> None:
         import time as _time
 
         self.path = Path(path)
@@ -306,7 +354,7 @@ class SegmentedVideoSink(SinkBase):
                               f"({', '.join(sorted(VIDEO_SUFFIXES))})")
         check_parent_folder(self.path)
         self.segment_seconds = segment_seconds
-        self._fps, self._live, self._threads = fps, live, threads
+        self._fps, self._live, self._threads, self._encoder = fps, live, threads, encoder
         self._clock = clock or _time.time
         self._current: VideoFileSink | None = None
         self._origin: float | None = None  # input time (s) of the first frame
@@ -333,7 +381,8 @@ class SegmentedVideoSink(SinkBase):
                 while (unique := path.with_name(f"{path.stem}-{k:03d}{path.suffix}")).exists() or unique in self.files:
                     k += 1
                 path = unique
-            self._current = VideoFileSink(path, fps=self._fps, live=self._live, threads=self._threads)
+            self._current = VideoFileSink(path, fps=self._fps, live=self._live, threads=self._threads,
+                                          encoder=self._encoder)
             self._segment_start, self._number = t, number
             self.files.append(path)
         tb = frame.time_base

@@ -27,6 +27,16 @@ SAMPLE_IMAGE = ROOT / "sample_media" / "street.jpg"
 DEMO_MODEL = ROOT / "sample_media" / "demo-segformer"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run where a CUDA device is (``pytest -m cuda`` on a GPU machine), and skip elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def save_tiny_segformer(folder: Path, *, num_labels: int = 5, size: int = 64, seed: int = 0) -> Path:
     """A real SegformerForSemanticSegmentation (random weights) saved the way users' models are."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation

@@ -17,7 +17,7 @@ from streamseg.exports import read_mask_png
 from streamseg.frames import Frame, SegmentationResult
 from streamseg.model import Segmenter
 from streamseg.schedule import EveryNth
-from streamseg.threads import plan
+from streamseg.threads import ThreadTuner, plan
 
 
 def per_frame_model(seconds_per_frame):
@@ -136,16 +136,41 @@ def test_threads_reach_torch_and_the_summary_says_what_was_chosen(tiny_model, tm
     finally:
         torch.set_num_threads(before)
     summary = capsys.readouterr().err.splitlines()[0]
-    assert summary.endswith(f"; threads: forward 1, decode 1, encode 1, opencv 1 of {plan().cores} cores; "
-                            f"OpenMP wait policy {__import__('os').environ.get('OMP_WAIT_POLICY', 'library default').lower()}")
+    assert summary.endswith(f"; threads: forward 1, decode auto, encode auto, opencv 1 of {plan().cores} cores")
+
+
+def test_the_tuner_takes_fewer_threads_when_they_are_faster_and_keeps_all_when_not():
+    """A stand-in forward whose time per frame depends on torch's thread count, as a busy neighbour makes it."""
+    before = torch.get_num_threads()
+
+    def model(fast_with: int):
+        def segment(frames):
+            time.sleep((0.002 if torch.get_num_threads() == fast_with else 0.006) * len(frames))
+            return list(frames)
+        return segment
+
+    try:
+        loaded = ThreadTuner(model(fast_with=1), (2, 1), warm_seconds=0)
+        for _ in range(40):
+            loaded([object()] * 2)
+        assert loaded.current == 1 and loaded.switches == 1 and torch.get_num_threads() == 1
+        idle = ThreadTuner(model(fast_with=2), (2, 1), warm_seconds=0)
+        for _ in range(60):
+            idle([object()] * 2)
+        assert idle.current == 2 and idle.switches == 0
+        assert idle.frames_at[1] <= 0.15 * idle.frames_at[2]  # probes are rare once nothing changes
+        assert "tuned between 2 and 1" in idle.describe()
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_budget_gives_the_forward_every_core_and_the_rest_a_share():
     assert plan(cores=2) == plan(cores=2, forward=None)
     small, large = plan(cores=2), plan(cores=16)
-    assert (small.forward, small.decode, small.encode, small.opencv) == (2, 1, 1, 1)
-    assert (large.forward, large.decode, large.encode, large.opencv) == (16, 4, 4, 4)
-    assert plan(3, cores=16).forward == 3
+    assert (small.forward, small.decode, small.encode, small.opencv) == (2, 0, 0, 1)  # 0: FFmpeg's own pools
+    assert (large.forward, large.decode, large.encode, large.opencv) == (16, 0, 0, 4)
+    assert plan(3, cores=16).forward == 3 and plan(3, cores=16).tuned_counts is None  # chosen: not tuned
+    assert small.tuned_counts == (2, 1) and plan(cores=1).tuned_counts is None
     assert not plan(cores=2, managed=False).managed
 
 
