@@ -6,7 +6,6 @@ Tests marked ``cuda`` need a CUDA device; they are skipped elsewhere and run by 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import av
 import numpy as np
