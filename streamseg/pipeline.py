@@ -17,8 +17,10 @@ each result goes back to its own route.
 Live sources keep latency bounded by design. Their channel holds no more than the batch being
 formed: the freshest frames, everything older dropped and counted. Their batch size adapts,
 starting at 1: it grows (up to ``batch_size``) only while the capture-to-output latency of the
-frames written, scaled to one more frame per batch, stays under 80% of ``max_latency``, and
-halves when the latency goes over it. Files keep the fixed ``batch_size`` and lose nothing.
+frames written, scaled to one more frame per batch, stays under 80% of ``max_latency`` and the
+larger batch takes at most 90% of the smaller one's time per frame (batching that does not pay
+only adds latency), and halves when the latency goes over the limit. Files keep the fixed
+``batch_size`` and lose nothing.
 * ``render`` owns the draw functions, the exports and the sinks: it writes each result
   to its route's exports, draws it, writes it to the route's sink, and closes every
   export and sink when it ends, whatever the reason.
@@ -51,6 +53,7 @@ from .channel import END, Channel
 from .config import DropPolicy
 from .errors import Stopped
 from .frames import Frame, SegmentationResult
+from .live_batch import LiveBatch
 from .resources import close_all, redact
 from .roles import DrawFn, Export, SegmentFn, Sink, Source
 from .stats import RunStats
@@ -59,7 +62,6 @@ log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds between checks of the abort flag while waiting
 _FPS_WINDOW = 30  # frames over which the drawn frame rate is measured
-_GROW_MARGIN = 0.8  # live: grow the batch only when the latency it would bring stays under 80% of the limit
 
 
 @dataclass
@@ -91,9 +93,7 @@ class Pipeline:
         self._arrived = threading.Event()  # some frames channel got an item (or closed)
         self.live = any(r.source.live for r in self.routes)
         self.max_latency = max_latency
-        self.live_batch = 1  # live: frames per batch now (adapted to the latency; files: batch_size)
-        self.live_batches: list[int] = []  # every change of it, for reports and tests
-        self._settle = 0  # batches to wait before the next change (the latency of the new size to show)
+        self._live_batch = LiveBatch(batch_size, max_latency)  # live: frames per batch, adapted (files: batch_size)
         self.channels: list[Channel[Frame]] = []
         for i, route in enumerate(self.routes):
             route.stats.live = bool(route.source.live)
@@ -231,30 +231,25 @@ class Pipeline:
             self._arrived.wait(max(wait, 0.0))
         return batch if batch and not self._abort.is_set() else None  # abort: no further batch
 
+    @property
+    def live_batch(self) -> int:
+        """Frames per batch of live sources now (see :mod:`streamseg.live_batch`)."""
+        return self._live_batch.size
+
+    @property
+    def live_batches(self) -> list[int]:
+        """Every change of the live batch size, in order."""
+        return self._live_batch.history
+
     def _adapt_live_batch(self) -> None:
-        """After a live batch: halve the batch when the latency went over ``max_latency``; grow it by one when
-        the latency, scaled to one more frame per batch, would stay under 80% of it (so that it does not
-        swing between two sizes around the limit). Inference thread only."""
-        if self._settle:
-            self._settle -= 1
-            return
+        """After a live batch: the size for the next ones, from the latency of the frames last written."""
         recent = [lat for r in self.routes if r.source.live for lat in list(r.stats.latency_ms)[-self.live_batch:]]
-        if not recent:
-            return
-        latency = max(recent) / 1000
-        size = self.live_batch
-        if latency > self.max_latency and size > 1:
-            size = max(1, size // 2)
-        elif size < self.batch_size and latency * (size + 1) / size < _GROW_MARGIN * self.max_latency:
-            size += 1
-        if size != self.live_batch:
-            self.live_batch = size
-            self.live_batches.append(size)
-            self._settle = 2  # the frames already queued and in flight were taken at the old size
+        size = self._live_batch.adapt(max(recent) / 1000 if recent else None)
+        if size is not None:
             for route, channel in zip(self.routes, self.channels):
                 if route.source.live and channel.policy is DropPolicy.DROP_OLDEST:
                     channel.set_capacity(size)
-            log.debug("live batch size now %d (latency %.0f ms, limit %.0f ms)", size, latency * 1000,
+            log.debug("live batch size now %d (latency %.0f ms, limit %.0f ms)", size, max(recent),
                       self.max_latency * 1000)
 
     def _order(self) -> list[int]:
@@ -277,6 +272,8 @@ class Pipeline:
                     st.stages["inference"].items += 1
                     st.frames_inferred += 1
                 self._batches += 1
+                if self.live:
+                    self._live_batch.ran(len(batch), share)
                 for r in results:
                     self.results.put(r)
                 if self.live:

@@ -45,18 +45,43 @@ def test_a_live_queue_never_holds_more_than_the_batch_being_formed():
     assert stats.frames_dropped > 400  # the camera outran the model: old frames went, counted
 
 
-def test_the_live_batch_grows_while_latency_allows_and_shrinks_when_the_model_slows_down():
-    slow_after = 120
-    model = per_frame_model(lambda n: 0.002 if n < slow_after else 0.25)
-    source = ListSource(2000, live=True, interval=0.004, fps=250.0)
+def per_batch_model(seconds_per_batch):
+    """A stand-in model that takes ``seconds_per_batch(frames in this batch, frames so far)`` for each batch."""
+    seen, sizes = [], []
+
+    def segment(frames):
+        time.sleep(seconds_per_batch(len(frames), len(seen)))
+        seen.extend(f.index for f in frames)
+        sizes.append(len(frames))
+        return [SegmentationResult(frame=f, label_map=np.zeros(f.image.shape[:2], np.uint8)) for f in frames]
+
+    segment.sizes = sizes
+    return segment
+
+
+def test_the_live_batch_grows_while_batching_pays_and_shrinks_when_the_model_slows_down():
+    """As on a GPU: a batch costs little more than one frame, so it grows; then each frame costs 250 ms."""
+    slow_after = 300
+    model = per_batch_model(lambda n, done: 0.01 + 0.001 * n if done < slow_after else 0.25 * n)
+    source = ListSource(2500, live=True, interval=0.004, fps=250.0)
     pipeline = one_route(source, model, RecordingSink(), batch_size=8, max_latency=0.4)
     pipeline.run()
     sizes = pipeline.live_batches
-    assert max(sizes) >= 3  # fast model: batches grew
+    assert max(sizes) >= 4  # batching paid: batches grew
     peak = sizes.index(max(sizes))
     assert sizes[-1] == 1 and sizes[peak:][-1] < max(sizes)  # slow model: back down to single frames
     settled = list(pipeline.routes[0].stats.latency_ms)[-3:]  # single slow frames: about two model times
     assert max(settled) < 800, settled
+
+
+def test_a_live_batch_that_does_not_pay_goes_back_to_one_frame():
+    """As on a CPU: every frame costs its 20 ms whatever the batch, so a larger batch only adds latency."""
+    model = per_batch_model(lambda n, done: 0.02 * n)
+    source = ListSource(1200, live=True, interval=0.004, fps=250.0)
+    pipeline = one_route(source, model, RecordingSink(), batch_size=8, max_latency=1.0)
+    pipeline.run()
+    assert pipeline.live_batches[:2] == [2, 1] and pipeline.live_batch == 1  # tried 2, went back
+    assert max(model.sizes) == 2 and model.sizes.count(1) >= 0.9 * len(model.sizes)  # retried rarely
 
 
 def test_files_keep_their_batch_size_and_every_frame():
