@@ -157,7 +157,7 @@ def run_one(name: str, model_dir: str, seconds: float, args) -> dict:
     sink = LatencySink()
     rss: list[tuple[float, float]] = []
     try:
-        with open_source(f"tcp://127.0.0.1:{port}", reconnect=3, decode_threads=1) as source:
+        with open_source(f"tcp://127.0.0.1:{port}", reconnect=3, decode_threads=args.budget.decode) as source:
             route = Route(source, Renderer(RenderConfig(), seg.id2label, seg.num_labels), sink)
             counts = args.budget.tuned_counts  # as a user's run: the forward's threads tuned while running
             segment = ThreadTuner(seg.segment, counts) if counts else seg.segment

@@ -9,8 +9,10 @@ with the capture-to-output latency of the frames last written:
   size, and try it again only after 50 batches (doubling up to 800). On a CPU a batch costs about
   its frames' time, so a larger one adds latency and nothing else; a GPU runs a batch in little
   more than one frame's time, and there the batch grows;
-* grow by one while the latency, scaled to one more frame per batch, stays under 80% of the limit
-  (so that the size does not swing around the limit).
+* grow by one while the model falls behind the sources (its time per frame at this size is longer
+  than the interval between arriving frames: a model that keeps up at one frame gains nothing from
+  waiting for more) and the latency, scaled to one more frame per batch, stays under 80% of the
+  limit (so that the size does not swing around the limit).
 
 After a change two batches pass before the next: the frames queued and in flight were taken at
 the old size. No locks: the inference thread alone calls it.
@@ -24,8 +26,9 @@ RETRY = (50, 800)
 
 
 class LiveBatch:
-    def __init__(self, largest: int, max_latency: float) -> None:
+    def __init__(self, largest: int, max_latency: float, arrivals: float | None = None) -> None:
         self.largest, self.max_latency = largest, max_latency
+        self.arrivals = arrivals  # frames per second arriving from every live source together (None: unknown)
         self.size = 1
         self.history: list[int] = []  # every change, for reports and tests
         self._settle = 0
@@ -54,7 +57,7 @@ class LiveBatch:
             wait = min(RETRY[1], 2 * self._retry_at[size][1]) if size in self._retry_at else RETRY[0]
             self._retry_at[size] = (self._batches + wait, wait)
             size -= 1
-        elif (size < self.largest and latency * (size + 1) / size < GROW_MARGIN * self.max_latency
+        elif (size < self.largest and self._behind(size) and latency * (size + 1) / size < GROW_MARGIN * self.max_latency
               and self._batches >= self._retry_at.get(size + 1, (0, 0))[0]):
             size += 1
         if size == self.size:
@@ -63,3 +66,8 @@ class LiveBatch:
         self.history.append(size)
         self._settle = 2
         return size
+
+    def _behind(self, size: int) -> bool:
+        """Whether the model at this size takes longer per frame than frames take to arrive."""
+        per_frame = self._per_frame.get(size)
+        return self.arrivals is None or per_frame is None or per_frame * self.arrivals > 1.0

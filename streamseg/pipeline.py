@@ -17,9 +17,10 @@ each result goes back to its own route.
 Live sources keep latency bounded by design. Their channel holds no more than the batch being
 formed: the freshest frames, everything older dropped and counted. Their batch size adapts,
 starting at 1: it grows (up to ``batch_size``) only while the capture-to-output latency of the
-frames written, scaled to one more frame per batch, stays under 80% of ``max_latency`` and the
-larger batch takes at most 90% of the smaller one's time per frame (batching that does not pay
-only adds latency), and halves when the latency goes over the limit. Files keep the fixed
+frames written, scaled to one more frame per batch, stays under 80% of ``max_latency``, the
+model falls behind the sources, and the larger batch takes at most 90% of the smaller one's time
+per frame (batching that does not pay only adds latency); it halves when the latency goes over
+the limit (:mod:`streamseg.live_batch`). Files keep the fixed
 ``batch_size`` and lose nothing.
 * ``render`` owns the draw functions, the exports and the sinks: it writes each result
   to its route's exports, draws it, writes it to the route's sink, and closes every
@@ -93,7 +94,8 @@ class Pipeline:
         self._arrived = threading.Event()  # some frames channel got an item (or closed)
         self.live = any(r.source.live for r in self.routes)
         self.max_latency = max_latency
-        self._live_batch = LiveBatch(batch_size, max_latency)  # live: frames per batch, adapted (files: batch_size)
+        arrivals = sum(r.source.fps or 25.0 for r in self.routes if r.source.live)
+        self._live_batch = LiveBatch(batch_size, max_latency, arrivals)  # live: frames per batch, adapted
         self.channels: list[Channel[Frame]] = []
         for i, route in enumerate(self.routes):
             route.stats.live = bool(route.source.live)

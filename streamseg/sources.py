@@ -70,7 +70,9 @@ class VideoSource(Closing):
         except IndexError:
             self._container.close()
             raise SourceError(f"no video stream in {name}") from None
-        self._stream.thread_type = "AUTO"
+        # Frame threads each hold a frame back (about one frame interval per thread): fine for files, latency for
+        # live sources, which decode with slice threads only.
+        self._stream.thread_type = "SLICE" if self.live else "AUTO"
         if threads:  # 0: FFmpeg's own choice (about one per core)
             self._stream.codec_context.thread_count = threads
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate

@@ -63,7 +63,7 @@ def test_the_live_batch_grows_while_batching_pays_and_shrinks_when_the_model_slo
     """As on a GPU: a batch costs little more than one frame, so it grows; then each frame costs 250 ms."""
     slow_after = 300
     model = per_batch_model(lambda n, done: 0.01 + 0.001 * n if done < slow_after else 0.25 * n)
-    source = ListSource(2500, live=True, interval=0.004, fps=250.0)
+    source = ListSource(5000, live=True, interval=0.002, fps=500.0)
     pipeline = one_route(source, model, RecordingSink(), batch_size=8, max_latency=0.4)
     pipeline.run()
     sizes = pipeline.live_batches
@@ -82,6 +82,16 @@ def test_a_live_batch_that_does_not_pay_goes_back_to_one_frame():
     pipeline.run()
     assert pipeline.live_batches[:2] == [2, 1] and pipeline.live_batch == 1  # tried 2, went back
     assert max(model.sizes) == 2 and model.sizes.count(1) >= 0.9 * len(model.sizes)  # retried rarely
+
+
+def test_a_model_that_keeps_up_with_the_source_stays_at_one_frame_per_batch():
+    """5 ms a frame behind a 100 fps source: waiting for a second frame would only add latency."""
+    model = per_batch_model(lambda n, done: 0.001 + 0.004 * n)  # batching would pay, but nothing to catch up
+    source = ListSource(300, live=True, interval=0.01, fps=100.0)
+    pipeline = one_route(source, model, RecordingSink(), batch_size=8, max_latency=1.0)
+    stats = pipeline.run()
+    assert pipeline.live_batches == [] and set(model.sizes) == {1}
+    assert stats.frames_written == 300 and stats.frames_dropped == 0
 
 
 def test_files_keep_their_batch_size_and_every_frame():
