@@ -1,7 +1,16 @@
 """Benchmarks: ``python -m benchmarks`` (the same as ``streamseg bench``)."""
 
 import json
+import os
+import platform
+from datetime import datetime, timezone
 from pathlib import Path
+
+
+def with_machine(results: dict) -> dict:
+    """``results`` with the machine (platform, CPUs) and the date (UTC) added."""
+    return {**results, "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def save_results(results: dict, out_dir: Path, name: str) -> Path:

@@ -18,8 +18,6 @@ minute: p50/p95/max latency, frames written and dropped, and RSS.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -27,10 +25,9 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import save_results
+from benchmarks import save_results, with_machine
 
 import numpy as np
 
@@ -242,12 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         for m in result["per_minute"]:
             print(f"  minute {m['minute']:>2}: p50 {m['latency_p50_ms']:6.0f} ms  p95 {m['latency_p95_ms']:6.0f} ms  "
                   f"frames {m['frames']:5d}  RSS {m['rss_mib'] or 0:.0f} MiB")
-    results = {"runs": runs, "workload": {"stream": "640x360 H.264 MPEG-TS over TCP loopback, served with PyAV",
-                                          "fps": args.fps, "minutes": args.minutes, "max_batch": args.batch_size,
-                                          "max_latency_s": args.max_latency, "device": args.device,
-                                          "threads": budget.describe()},
-               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    results = with_machine({"runs": runs, "workload": {
+        "stream": "640x360 H.264 MPEG-TS over TCP loopback, served with PyAV", "fps": args.fps, "minutes": args.minutes,
+        "max_batch": args.batch_size, "max_latency_s": args.max_latency, "device": args.device,
+        "threads": budget.describe()}})
     save_results(results, args.out, f"{results['date'][:10]}-live-latency-{args.minutes:g}min.json")
     return 0
 

@@ -12,18 +12,15 @@ measured on every frame written, the reused labels of the frames between include
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import tempfile
-from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import save_results
+from benchmarks import save_results, with_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (None, 192, 128)  # the model's own 256x256, then the shortest edge at 192 and 128 (aspect kept)
@@ -100,11 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             table.append(row)
             print(f"size {str(row['size']):>16}  every {every}  {row['fps']:7.1f} fps  inference "
                   f"{row['inference_ms_per_frame']:5.1f} ms/frame  mIoU {row['miou']:.3f}", flush=True)
-    results = {"table": table, "workload": {"model": "sample_media/demo-segformer", "clip": "held-out street "
-                                            "scene 640x360, FFV1", "frames": args.frames,
-                                            "batch_size": args.batch_size},
-               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    results = with_machine({"table": table, "workload": {"model": "sample_media/demo-segformer", "clip": "held-out "
+                                                         "street scene 640x360, FFV1", "frames": args.frames,
+                                                         "batch_size": args.batch_size}})
     save_results(results, args.out, f"{results['date'][:10]}-tradeoffs-size-every.json")
     return 0
 
