@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, Task
 from .errors import SourceError
 from .frames import Segment, SegmentationResult
 from .model import Segmenter
@@ -40,6 +40,7 @@ from .sources import open_source
 from .stills import ImageSource
 from .stats import RunStats
 from .threads import ThreadTuner
+from .tracking import Tracked
 from .threads import apply as apply_threads
 from .threads import plan as plan_threads
 
@@ -241,6 +242,8 @@ class Run(Closing):
             segment = self.tuner = ThreadTuner(segment, self.threads.tuned_counts)
         if config.model.infer_every > 1:
             segment = EveryNth(segment, config.model.infer_every)
+        if self.segmenter.task is not Task.SEMANTIC:  # instance/panoptic: track ids, after any reused labels
+            segment = Tracked(segment, buffer=config.model.track_buffer)
         pipeline = Pipeline(routes, segment, batch_size=config.batch_size,
                             channel_size=config.channel_size, drop_policy=config.drop_policy,
                             duration=config.input.duration, on_frame=on_frame,

@@ -111,6 +111,8 @@ def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DE
     g.add_argument("--infer-every", type=int, default=1, metavar="N",
                    help="run the model on every Nth frame of each source; the frames between reuse its labels "
                         "(every frame is still drawn and written; default 1)")
+    g.add_argument("--track-buffer", type=int, default=30, metavar="N",
+                   help="instance/panoptic: frames an object may go unseen and keep its track id (default 30)")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models that run their own code")
     g.add_argument("--threads", type=_threads, default="auto", metavar="N|auto|library",
                    help="the forward's torch threads (auto: every core this process may use, or half of them when "
@@ -171,6 +173,8 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json-masks", action="store_true", help="add each segment's mask to --json as COCO RLE")
     g.add_argument("--masks", type=Path, metavar="DIR",
                    help="write one indexed PNG per frame holding the class (or segment) id of every pixel")
+    g.add_argument("--masks-by", choices=("segment", "track"), default="segment",
+                   help="instance/panoptic --masks: each pixel's segment id (default) or its track id")
     g.add_argument("--segment-time", type=_seconds, metavar="TIME",
                    help="rotate the output video every TIME (e.g. 10m): rec.mp4 -> rec-000.mp4, rec-001.mp4...; "
                         "a name with %%-codes is a strftime pattern of each file's start (rec-%%Y%%m%%d-%%H%%M%%S.mp4)")
@@ -274,7 +278,7 @@ def model_config(args: argparse.Namespace, *, name: str | None = None) -> ModelC
                        trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
                        mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
                        smooth=args.smooth, compile=args.compile, engine=Engine(args.engine), size=args.size,
-                       infer_every=args.infer_every)
+                       infer_every=args.infer_every, track_buffer=args.track_buffer)
 
 
 def render_config(args: argparse.Namespace) -> RenderConfig:
@@ -298,7 +302,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         model=model_config(args),
         render=render_config(args),
         outputs=OutputConfig(output=args.output, display=display, json_path=args.json, json_masks=args.json_masks,
-                             masks_dir=args.masks, segment_time=args.segment_time, serve=args.serve,
+                             masks_dir=args.masks, masks_by=args.masks_by, segment_time=args.segment_time, serve=args.serve,
                              serve_token=args.serve_token, serve_hosts=tuple(args.serve_host),
                              encoder=args.encoder),
         input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,

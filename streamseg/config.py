@@ -92,6 +92,7 @@ class ModelConfig:
     engine: Engine = Engine.TORCH
     size: int | tuple[int, int] | None = None  # inference resolution: shortest edge, or (width, height); None: the model's
     infer_every: int = 1  # run the model on every Nth frame of a source; the frames between reuse its labels
+    track_buffer: int = 30  # instance/panoptic: frames a track outlives its last match (then its id is retired)
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -104,6 +105,8 @@ class ModelConfig:
             raise InputError("--compile applies to --engine torch only")
         if not 0.0 <= self.smooth < 1.0:
             raise InputError(f"invalid smooth {self.smooth}: expected a value in [0, 1)")
+        if self.track_buffer < 0:
+            raise InputError(f"invalid --track-buffer {self.track_buffer}: expected 0 or more")
         if self.infer_every < 1:
             raise InputError(f"invalid --infer-every {self.infer_every}: expected 1 or more")
         if self.size is not None:
@@ -170,6 +173,7 @@ class OutputConfig:
     json_path: Path | None = None  # JSON Lines export
     json_masks: bool = False  # ... with COCO RLE masks
     masks_dir: Path | None = None  # one label-map PNG per frame
+    masks_by: str = "segment"  # instance/panoptic --masks: each pixel's segment id, or its track id ("track")
     segment_time: float | None = None  # rotate the output video every this many seconds
     serve: str | None = None  # [HOST:]PORT of the browser live view
     serve_token: str | None = None  # checked on every request; made up when serving beyond 127.0.0.1 without one

@@ -52,8 +52,8 @@ def rle_encode(mask: np.ndarray) -> dict:
 
 class JsonLinesExport(Closing):
     """One JSON object per frame: ``frame``, ``pts`` (seconds or null), ``task`` and ``segments``
-    (``id``, ``label_id``, ``label``, ``score``, ``area``, ``bbox`` [x, y, w, h], and ``rle`` when
-    ``masks`` is true). Each line is flushed as it is written.
+    (``id``, ``label_id``, ``label``, ``score``, ``area``, ``bbox`` [x, y, w, h], ``track_id`` for
+    instance/panoptic segments, and ``rle`` when ``masks`` is true). Each line is flushed as it is written.
 
     For a finite input the file is written under a temporary name and renamed into place when
     closed (with every record up to a stop or an error); for a live source (``live``) it is
@@ -81,6 +81,8 @@ class JsonLinesExport(Closing):
         for seg in result.segments():
             item = {"id": seg.id, "label_id": seg.label_id, "label": seg.label, "score": seg.score,
                     "area": seg.area, "bbox": list(seg.bbox)}
+            if seg.track_id is not None:
+                item["track_id"] = seg.track_id
             if self.masks:
                 item["rle"] = rle_encode(ids == seg.id)
             segments.append(item)
@@ -124,14 +126,15 @@ class JsonLinesExport(Closing):
 
 class MaskPngExport(ImageFiles):
     """One PNG per frame, ``{index:06d}.png``, holding the class id (semantic) or segment id
-    (instance/panoptic) of every pixel.
+    (instance/panoptic; its track id with ``by_track``) of every pixel.
 
     8-bit indexed PNGs carry the class colours as their palette; ids over 254 use 16-bit
     greyscale PNGs. Pixels with no segment hold 255 (8-bit) or 65535 (16-bit).
     """
 
-    def __init__(self, folder: str | Path, colours: np.ndarray) -> None:
+    def __init__(self, folder: str | Path, colours: np.ndarray, *, by_track: bool = False) -> None:
         self.folder = Path(folder)
+        self.by_track = by_track  # instance/panoptic: each pixel's track id instead of its segment id
         if self.folder.exists() and not self.folder.is_dir():
             raise OutputError(f"--masks must be a folder: {self.folder}")
         check_parent_folder(self.folder)
@@ -143,7 +146,13 @@ class MaskPngExport(ImageFiles):
         super().__init__()
 
     def write(self, result: SegmentationResult) -> None:
-        if result.segment_map is not None:
+        if result.segment_map is not None and self.by_track and result.track_ids:
+            to_track = np.full(int(result.segment_map.max(initial=0)) + 2, -1, np.int64)
+            for (seg_id, _, _), track in zip(result.segment_info, result.track_ids):
+                to_track[seg_id] = track
+            ids = np.where(result.segment_map >= 0, to_track[np.clip(result.segment_map, 0, None)], -1)
+            lut = {track: label_id for (_, label_id, _), track in zip(result.segment_info, result.track_ids)}
+        elif result.segment_map is not None:
             ids = result.segment_map
             lut = {seg_id: label_id for seg_id, label_id, _ in result.segment_info}
         else:

@@ -72,6 +72,7 @@ class Segment:
     score: float | None
     area: int
     bbox: tuple[int, int, int, int]
+    track_id: int | None = None  # instance/panoptic: the object's number while it is seen (streamseg.tracking)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +91,7 @@ class SegmentationResult:
     segment_info: tuple[tuple[int, int, float], ...] = ()
     id2label: Mapping[int, str] = field(default_factory=dict)
     drawn: np.ndarray | None = None  # the style already blended on the model's device (streamseg.device_render)
+    track_ids: tuple[int, ...] = ()  # instance/panoptic: one track id per segment_info entry (streamseg.tracking)
 
     def __repr__(self) -> str:
         h, w = self.label_map.shape
@@ -105,13 +107,14 @@ class SegmentationResult:
             ids = self.segment_map
             infos = list(self.segment_info)
         area, boxes, offset = _areas_and_boxes(ids)
+        tracks = self.track_ids if len(self.track_ids) == len(infos) else (None,) * len(infos)
         out = []
-        for seg_id, label_id, score in infos:
+        for (seg_id, label_id, score), track in zip(infos, tracks):
             k = int(seg_id) + offset
             found = 0 <= k < len(area) and area[k] > 0
             out.append(Segment(id=int(seg_id), label_id=int(label_id), label=self.id2label.get(int(label_id), str(label_id)),
                                score=None if score is None else float(score), area=int(area[k]) if found else 0,
-                               bbox=boxes(k) if found else (0, 0, 0, 0)))
+                               bbox=boxes(k) if found else (0, 0, 0, 0), track_id=track))
         return out
 
 

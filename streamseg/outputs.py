@@ -69,7 +69,7 @@ SINK_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Sink]] = {
 }
 EXPORT_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Export]] = {
     OutputKind.JSON: lambda path, ctx: JsonLinesExport(path, masks=ctx.config.json_masks, live=ctx.source.live),
-    OutputKind.MASKS: lambda path, ctx: MaskPngExport(path, ctx.colours),
+    OutputKind.MASKS: lambda path, ctx: MaskPngExport(path, ctx.colours, by_track=ctx.config.masks_by == "track"),
 }
 
 

@@ -57,7 +57,7 @@ from .frames import Frame, SegmentationResult
 from .live_batch import LiveBatch
 from .resources import close_all, redact
 from .roles import DrawFn, Export, SegmentFn, Sink, Source
-from .stats import RunStats
+from .stats import RunStats, source_figures
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +134,16 @@ class Pipeline:
         self._abort.set()
 
     def snapshot(self) -> dict:
-        """Live figures for ``/stats`` (any thread): one entry per source."""
-        return {"sources": [self._route_snapshot(i) for i in range(len(self.routes))]}
+        """Live figures for ``/stats`` and ``/metrics`` (any thread): one entry per source, and the batch."""
+        return {"sources": [self._route_snapshot(i) for i in range(len(self.routes))], "batches": self._batches,
+                "batch_size": self.live_batch if self.live else self.batch_size}
 
     def _route_snapshot(self, i: int) -> dict:
-        route, st = self.routes[i], self.routes[i].stats
+        route, channel = self.routes[i], self.channels[i]
         elapsed = time.monotonic() - self._started if self._started else 0.0
-        return {"source": getattr(route.source, "description", "?"), "frames_read": st.frames_read,
-                "frames_written": st.frames_written, "frames_dropped": self.channels[i].dropped,
-                "fps": st.frames_written / elapsed if elapsed > 0 else 0.0,
-                "latency_ms": st.latency_percentiles(),
-                "reconnects": getattr(route.source, "reconnects", 0),
-                "gap_seconds": getattr(route.source, "gap_seconds", 0.0),
-                "error": None if route.error is None else redact(str(route.error))}
+        return source_figures(route.stats, route.source, channel_depth=len(channel), dropped=channel.dropped,
+                              bytes_written=getattr(route.sink, "bytes_written", 0), elapsed=elapsed,
+                              error=None if route.error is None else redact(str(route.error)))
 
     @property
     def error(self) -> BaseException | None:
@@ -174,6 +171,7 @@ class Pipeline:
                     stats.completed = True
                     break
                 st.seconds += time.perf_counter() - t0
+                stats.last_read = time.monotonic()
                 if self.duration is not None:
                     t = frame.time(source.fps)
                     first = t if first is None else first
@@ -316,7 +314,7 @@ class Pipeline:
                 stats.stages["write"].seconds += t2 - t1
                 stats.stages["write"].items += 1
                 stats.frames_written += 1
-                stats.latency_ms.append(1000 * (time.monotonic() - item.frame.captured))
+                stats.record_latency(time.monotonic() - item.frame.captured)
                 if self._on_frame is not None:
                     self._on_frame(stats)
             if not self._abort.is_set():

@@ -241,7 +241,10 @@ class Renderer:
             img = np.where(keep[..., None], image, rest).astype(np.uint8)
         # What each pixel is coloured by: its class, or its segment's track colour.
         if result.segment_map is not None:
-            tracks = self._instances(result.segment_map, result.segment_info)
+            if len(result.track_ids) == len(result.segment_info):  # tracked: colours follow the track ids
+                tracks = {int(i): t for (i, _, _), t in zip(result.segment_info, result.track_ids)}
+            else:
+                tracks = self._instances(result.segment_map, result.segment_info)
             ids = np.where(labels >= 0, result.segment_map, -1)
             colours = np.zeros((max([*tracks, int(ids.max(initial=0))]) + 1, 3), np.uint8)
             for seg_id, track in tracks.items():
@@ -289,5 +292,6 @@ class Renderer:
             dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
             y, x = np.unravel_index(int(dist.argmax()), dist.shape)
             y, x = y - 1, x - 1
-            (tw, th), _ = cv2.getTextSize(seg.label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            _text(img, seg.label, (int(x) - tw // 2, int(y) + th // 2), scale)
+            text = seg.label if seg.track_id is None else f"{seg.label} #{seg.track_id}"
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            _text(img, text, (int(x) - tw // 2, int(y) + th // 2), scale)

@@ -2,7 +2,8 @@
 
 Routes: ``/`` a small page, ``/stream.mjpg`` an MJPEG stream (``multipart/x-mixed-replace``),
 ``/frame.jpg`` the latest frame, ``/stats`` JSON (fps, latency, frames, drops, reconnects
-per source). The render thread encodes each frame to JPEG once (:meth:`PreviewServer.write`);
+per source), ``/metrics`` the same figures for Prometheus and ``/healthz`` (200 while every
+source is healthy, 503 naming those that are not; :mod:`streamseg.metrics`). The render thread encodes each frame to JPEG once (:meth:`PreviewServer.write`);
 every viewer's connection thread sends the newest JPEG it has not sent yet and skips the
 rest, so slow or many viewers never hold up the pipeline.
 
@@ -277,6 +278,15 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 body = dict(server.stats())
                 body["viewers"] = server.viewers
                 self._send(200, json.dumps(body).encode(), "application/json")
+            elif url.path == "/metrics":
+                from .metrics import CONTENT_TYPE, metrics_text
+
+                self._send(200, metrics_text(server.stats), CONTENT_TYPE)
+            elif url.path == "/healthz":
+                from .metrics import health
+
+                ok, text = health(server.stats)
+                self._send(200 if ok else 503, text.encode(), "text/plain; charset=utf-8")
             elif url.path == "/frame.jpg":
                 jpeg = server.latest_jpeg(source, timeout=5.0)
                 if jpeg is None:

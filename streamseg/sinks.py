@@ -172,5 +172,9 @@ class TeeSink(SinkBase):
     def written(self) -> list[Path]:
         return [path for s in self.sinks for path in getattr(s, "written", [])]
 
+    @property
+    def bytes_written(self) -> int:
+        return sum(getattr(s, "bytes_written", 0) for s in self.sinks)
+
     def close(self) -> None:
         close_all(self.sinks)

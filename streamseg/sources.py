@@ -268,6 +268,11 @@ class ReconnectingSource(Closing):
         self._interrupted.set()
 
     @property
+    def connected(self) -> bool:
+        """Whether a connection is open now (false while reconnecting)."""
+        return self._current is not None
+
+    @property
     def damaged_packets(self) -> int:
         return self._damaged_before + getattr(self._current, "damaged_packets", 0)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 _LATENCY_WINDOW = 500  # frames over which latency percentiles are taken
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds: the /metrics histogram's upper bounds
 STAGES = ("decode", "inference", "render", "write")
 
 
@@ -39,6 +41,19 @@ class RunStats:
     damaged_packets: int = 0  # packets the decoder rejected and skipped
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))  # capture -> written
     stages: dict[str, StageTimes] = field(default_factory=lambda: {name: StageTimes() for name in STAGES})
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))  # frames at or under each
+    latency_count: int = 0  # every frame whose latency was measured (the histogram's count and sum)
+    latency_sum: float = 0.0  # seconds
+    last_read: float | None = None  # time.monotonic() of the last frame read (health)
+
+    def record_latency(self, seconds: float) -> None:
+        """One written frame's capture-to-output latency (the render thread only)."""
+        self.latency_ms.append(1000 * seconds)
+        for k, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency_buckets[k] += 1
+        self.latency_count += 1
+        self.latency_sum += seconds
 
     @property
     def fps(self) -> float:
@@ -76,3 +91,18 @@ class RunStats:
                 out.stages[name].seconds += stage.seconds
                 out.stages[name].items += stage.items
         return out
+
+
+def source_figures(st: RunStats, source: object, *, channel_depth: int, dropped: int, bytes_written: int,
+                   elapsed: float, error: str | None) -> dict:
+    """One source's live figures, as ``/stats`` shows them and ``/metrics`` and ``/healthz`` read them."""
+    return {"source": getattr(source, "description", "?"), "frames_read": st.frames_read,
+            "frames_inferred": st.frames_inferred, "frames_written": st.frames_written, "frames_dropped": dropped,
+            "queue_depth": channel_depth, "fps": st.frames_written / elapsed if elapsed > 0 else 0.0,
+            "latency_ms": st.latency_percentiles(),
+            "latency_histogram": {"buckets": list(st.latency_buckets), "count": st.latency_count, "sum": st.latency_sum},
+            "stages": {name: {"seconds": t.seconds, "items": t.items} for name, t in st.stages.items()},
+            "reconnects": getattr(source, "reconnects", 0), "gap_seconds": getattr(source, "gap_seconds", 0.0),
+            "connected": bool(getattr(source, "connected", True)), "live": st.live, "ended": st.completed,
+            "last_read_age": None if st.last_read is None else time.monotonic() - st.last_read,
+            "bytes_written": bytes_written, "error": error}

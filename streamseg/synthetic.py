@@ -143,7 +143,7 @@ class StreetScene:
         movers.sort(key=lambda m: m.y)
         return movers
 
-    def _draw_car(self, img: np.ndarray, lab: np.ndarray, m: _Mover, x: float) -> None:
+    def _draw_car(self, img: np.ndarray, lab: np.ndarray, m: _Mover, x: float, t: float = 0.0) -> np.ndarray:
         cw = m.size
         ch = cw * 0.42
         x0, yb = int(x), int(m.y)
@@ -163,8 +163,9 @@ class StreetScene:
         img[mask == 2] = (20, 20, 22)
         img[mask == 3] = (60, 80, 100)
         lab[mask > 0] = CAR
+        return mask > 0
 
-    def _draw_person(self, img: np.ndarray, lab: np.ndarray, m: _Mover, x: float, t: float) -> None:
+    def _draw_person(self, img: np.ndarray, lab: np.ndarray, m: _Mover, x: float, t: float) -> np.ndarray:
         ph = m.size
         cx, feet = int(x), int(m.y)
         mask = np.zeros(lab.shape, np.uint8)
@@ -181,22 +182,35 @@ class StreetScene:
         img[mask == 2] = m.extra
         img[mask == 3] = m.colour * 0.35 + 20
         lab[mask > 0] = PERSON
+        return mask > 0
 
     def render(self, t: float = 0.0, noise: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+        img, lab, _, _ = self.render_instances(t, noise)
+        return img, lab
+
+    def render_instances(self, t: float = 0.0, noise: float = 3.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """``(rgb, labels, instances, identities)``: ``instances`` holds each pixel's object number (-1: none,
+        later objects drawn over earlier ones); ``identities`` maps that number to ``(mover, lap, class)``: an
+        object that leaves one edge and comes back at the other is a new identity."""
         img = self._background.copy()
         lab = self._bg_labels.copy()
+        inst = np.full(lab.shape, -1, np.int32)
+        identities = {}
         w = self.width
-        for m in self._movers:
+        for k, m in enumerate(self._movers):
             span = w + m.size * 1.5
-            x = (m.x + m.vx * t + m.size) % span - m.size
+            pos = m.x + m.vx * t + m.size
+            x = pos % span - m.size
             if m.kind == CAR:
-                self._draw_car(img, lab, m, x)
+                drawn = self._draw_car(img, lab, m, x)
             else:
-                self._draw_person(img, lab, m, x, t)
+                drawn = self._draw_person(img, lab, m, x, t)
+            inst[drawn] = k
+            identities[k] = (k, int(pos // span), m.kind)
         if noise:
             frame_rng = np.random.default_rng(int(t * 1000) + 7)
             img = img + frame_rng.normal(0, noise, img.shape).astype(np.float32)
-        return np.clip(img, 0, 255).astype(np.uint8), lab
+        return np.clip(img, 0, 255).astype(np.uint8), lab, inst, identities
 
 
 def scene(seed: int, width: int = 640, height: int = 360, t: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -265,6 +265,16 @@ class VideoFileSink(SinkBase):
         """This file, once it holds frames: a live recording as it goes, a file when it was renamed into place."""
         return [self.path] if self.frames_written and (self._kept or (self._fragmented and not self._closed)) else []
 
+    @property
+    def bytes_written(self) -> int:
+        """Bytes in the file so far (the partial file until it is renamed into place)."""
+        for path in (self._file, self.path):
+            try:
+                return path.stat().st_size
+            except OSError:
+                continue
+        return 0
+
     def close(self) -> None:
         """Finalise the file. A file with frames is kept (renamed into place); one without is removed; one whose
         writing failed is removed unless it is a live recording (it plays up to its last fragment)."""
@@ -392,6 +402,11 @@ class SegmentedVideoSink(SinkBase):
     @property
     def written(self) -> list[Path]:
         return [f for f in self.files if f.exists()]  # a segment of a file is there once it was closed
+
+    @property
+    def bytes_written(self) -> int:
+        done = sum(f.stat().st_size for f in self.written if self._current is None or f != self._current.path)
+        return done + (self._current.bytes_written if self._current is not None else 0)
 
     def close(self) -> None:
         if not self._closed:
