@@ -165,9 +165,14 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("outputs", "An output's folder must exist; the output itself (file or folder) is created.")
-    g.add_argument("-o", "--output", type=Path, metavar="PATH", help="annotated output: .mp4/.mov/.mkv video, .png/.jpg image, "
-                                                     "or a folder (one PNG per frame); with several inputs, a folder "
-                                                     "(DIR/NAME.mp4 each) or a pattern with {name} and/or {index}")
+    g.add_argument("-o", "--output", action="append", default=[], metavar="PATH_OR_URL",
+                   help="annotated output: .mp4/.mov/.mkv video, .png/.jpg image, or a folder (one PNG per frame); with "
+                        "several inputs, a folder (DIR/NAME.mp4 each) or a pattern with {name} and/or {index}. Also a "
+                        "stream to publish: rtmp://HOST/APP/KEY, rtsp://HOST:PORT/PATH, srt://, udp://, tcp:// or "
+                        "DIR/stream.m3u8 (HLS); repeat -o to record and publish at once")
+    g.add_argument("--hls-time", type=float, default=2.0, metavar="S", help="HLS: seconds per segment (default 2)")
+    g.add_argument("--hls-list-size", type=int, default=5, metavar="N",
+                   help="HLS: segments in the playlist; older ones are deleted (default 5)")
     g.add_argument("--json", type=Path, metavar="PATH",
                    help="write JSON Lines: one record per frame with its segments (id, label, score, area, bbox)")
     g.add_argument("--json-masks", action="store_true", help="add each segment's mask to --json as COCO RLE")
@@ -295,13 +300,24 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if args.camera is not None and args.input:
         raise InputError("give either INPUT or --camera N, not both")
     sources = tuple(args.input) if args.input else (f"camera:{args.camera}",)
+    from .publish import is_publish_target
+
+    publish = tuple(o for o in args.output if is_publish_target(o))
+    files = [Path(o) for o in args.output if not is_publish_target(o)]
+    if len(files) > 1:
+        raise InputError(f"-o: one file or folder output at most (got {', '.join(map(str, files))}); streams to "
+                         "publish (rtmp://, rtsp://, srt://, udp://, tcp://, .m3u8) may be added")
+    if publish and len(sources) > 1:
+        raise InputError("publishing a stream takes one input (several inputs: run one streamseg per stream)")
     live_window = args.camera is not None
-    display = args.display or (not args.no_display and ((args.output is None and args.serve is None) or live_window))
+    display = args.display or (not args.no_display and ((not args.output and args.serve is None) or live_window))
     return RunConfig(
         sources=sources,
         model=model_config(args),
         render=render_config(args),
-        outputs=OutputConfig(output=args.output, display=display, json_path=args.json, json_masks=args.json_masks,
+        outputs=OutputConfig(output=files[0] if files else None, publish=publish, hls_time=args.hls_time,
+                             hls_list_size=args.hls_list_size, publish_reconnect=args.reconnect,
+                             publish_reconnect_max_delay=args.reconnect_max_delay, display=display, json_path=args.json, json_masks=args.json_masks,
                              masks_dir=args.masks, masks_by=args.masks_by, segment_time=args.segment_time, serve=args.serve,
                              serve_token=args.serve_token, serve_hosts=tuple(args.serve_host),
                              encoder=args.encoder),

@@ -169,6 +169,11 @@ class OutputConfig:
     and ``json_path``/``masks_dir`` get one file or folder per source."""
 
     output: Path | None = None  # video, image or folder
+    publish: tuple[str, ...] = ()  # streams to publish: rtmp://, rtsp://, srt://, udp://, tcp:// URLs, .m3u8 playlists
+    hls_time: float = 2.0  # HLS: seconds per segment
+    hls_list_size: int = 5  # HLS: segments in the playlist
+    publish_reconnect: int | None = None  # publishers: reconnect attempts in a row (None: keep trying)
+    publish_reconnect_max_delay: float = 30.0
     display: bool = False  # a window
     json_path: Path | None = None  # JSON Lines export
     json_masks: bool = False  # ... with COCO RLE masks
@@ -181,6 +186,9 @@ class OutputConfig:
     encoder: str = "auto"  # H.264 for video files: auto (h264_nvenc when the model runs on CUDA), libx264, h264_nvenc
 
     def __post_init__(self) -> None:
+        if not (self.hls_time > 0 and self.hls_list_size >= 1):
+            raise InputError(f"invalid HLS settings: --hls-time {self.hls_time} (> 0), --hls-list-size "
+                             f"{self.hls_list_size} (>= 1)")
         if self.encoder not in ("auto", "libx264", "h264_nvenc"):
             raise InputError(f"invalid encoder {self.encoder!r}: expected auto, libx264 or h264_nvenc")
         if self.json_masks and self.json_path is None:

@@ -41,8 +41,10 @@ class _Collector:
         yield per_source(CounterMetricFamily, "reconnects", "Times a live stream came back after failing or ending",
                          "reconnects")
         yield per_source(GaugeMetricFamily, "queue_depth", "Frames waiting for inference", "queue_depth")
-        yield per_source(GaugeMetricFamily, "output_bytes", "Bytes written to the source's output files",
+        yield per_source(GaugeMetricFamily, "output_bytes", "Bytes written to the source's output files and streams",
                          "bytes_written")
+        yield per_source(CounterMetricFamily, "publish_reconnects", "Times a published stream's server was reconnected",
+                         "publish_reconnects")
         healthy = GaugeMetricFamily("streamseg_source_up", "1 while the source is healthy (see /healthz)",
                                     labels=["source"])
         for s in sources:

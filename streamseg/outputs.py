@@ -280,8 +280,15 @@ def open_outputs(plan: RoutePlan, source: Source, config: OutputConfig, *, colou
             if plan.kind is OutputKind.IMAGE_FOLDER and not plan.output.exists():
                 log.info("creating output folder %s", plan.output)
             sinks.append(SINK_KINDS[plan.kind](_target(plan.output, plan.kind, source), ctx))
+            owned += sinks
+        for target in config.publish:  # streams to publish, each from its own thread
+            from .publish import Publisher
+
+            sinks.append(Publisher(target, fps=source.fps, reconnect=config.publish_reconnect,
+                                   reconnect_max_delay=config.publish_reconnect_max_delay, hls_time=config.hls_time,
+                                   hls_list_size=config.hls_list_size, audio_from=source.audio_path))
+            owned.append(sinks[-1])
         sinks += window
-        owned += sinks[:len(sinks) - len(window)]
     except BaseException:
         close_all(owned)
         raise

@@ -143,6 +143,7 @@ class Pipeline:
         elapsed = time.monotonic() - self._started if self._started else 0.0
         return source_figures(route.stats, route.source, channel_depth=len(channel), dropped=channel.dropped,
                               bytes_written=getattr(route.sink, "bytes_written", 0), elapsed=elapsed,
+                              publish_reconnects=getattr(route.sink, "publish_reconnects", 0),
                               error=None if route.error is None else redact(str(route.error)))
 
     @property

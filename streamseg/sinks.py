@@ -176,5 +176,9 @@ class TeeSink(SinkBase):
     def bytes_written(self) -> int:
         return sum(getattr(s, "bytes_written", 0) for s in self.sinks)
 
+    @property
+    def publish_reconnects(self) -> int:
+        return sum(getattr(s, "publish_reconnects", 0) for s in self.sinks)
+
     def close(self) -> None:
         close_all(self.sinks)

@@ -94,7 +94,7 @@ class RunStats:
 
 
 def source_figures(st: RunStats, source: object, *, channel_depth: int, dropped: int, bytes_written: int,
-                   elapsed: float, error: str | None) -> dict:
+                   elapsed: float, error: str | None, publish_reconnects: int = 0) -> dict:
     """One source's live figures, as ``/stats`` shows them and ``/metrics`` and ``/healthz`` read them."""
     return {"source": getattr(source, "description", "?"), "frames_read": st.frames_read,
             "frames_inferred": st.frames_inferred, "frames_written": st.frames_written, "frames_dropped": dropped,
@@ -105,4 +105,4 @@ def source_figures(st: RunStats, source: object, *, channel_depth: int, dropped:
             "reconnects": getattr(source, "reconnects", 0), "gap_seconds": getattr(source, "gap_seconds", 0.0),
             "connected": bool(getattr(source, "connected", True)), "live": st.live, "ended": st.completed,
             "last_read_age": None if st.last_read is None else time.monotonic() - st.last_read,
-            "bytes_written": bytes_written, "error": error}
+            "bytes_written": bytes_written, "publish_reconnects": publish_reconnects, "error": error}

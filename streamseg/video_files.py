@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .audio import AudioCopy
 from .errors import OutputError, WriteError
 from .frames import Frame
 from .files import Syncer, check_replaceable, commit, partial_path, segment_names
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv"})
 _FRAGMENT_SECONDS = 2.0  # live recordings: the most that a crash can lose
-# Audio codecs that an MP4/MOV/MKV file can carry as they are; others are re-encoded to AAC.
-_COPYABLE_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"})
 ENCODERS = ("libx264", "h264_nvenc")  # H.264 on the CPU, or on an NVIDIA GPU's encoder
 _fell_back: set[str] = set()  # encoders already reported as unusable (one warning each per process)
 
@@ -74,68 +73,6 @@ def _encoder_options(encoder: str, *, crf: int, preset: str, threads: int, live:
     if live:  # each frame leaves the encoder at once (no look-ahead, no B-frames)
         options["tune"] = "zerolatency"
     return options
-
-
-class _AudioCopy:
-    """Copies (or, when the container cannot hold it, re-encodes to AAC) the audio of ``src`` into ``out``.
-
-    Packets are muxed up to the video time written so far, so a stopped run has
-    audio as long as its video.
-    """
-
-    def __init__(self, src: str, out: av.container.OutputContainer) -> None:
-        self._in = av.open(src)
-        try:
-            in_stream = self._in.streams.audio[0]
-            if in_stream.codec_context is None or not in_stream.time_base:
-                raise ValueError("the audio stream has no usable codec parameters")
-            self._tb = in_stream.time_base
-            self._copy = in_stream.codec_context.name in _COPYABLE_AUDIO
-            if self._copy:
-                self._out_stream = out.add_stream_from_template(in_stream)
-            else:
-                self._out_stream = out.add_stream("aac", rate=in_stream.codec_context.sample_rate or 48_000)
-                self._out_stream.layout = in_stream.codec_context.layout
-            self._packets = self._in.demux(in_stream)
-        except BaseException:
-            self._in.close()
-            raise
-        self._out = out
-        self._pending: av.Packet | None = None
-        self._done = False
-
-    def copy_until(self, seconds: float) -> None:
-        while not self._done:
-            packet = self._pending
-            self._pending = None
-            if packet is None:
-                try:
-                    packet = next(self._packets)
-                except (StopIteration, av.FFmpegError):
-                    self._end()
-                    return
-            if packet.dts is None and packet.size == 0:
-                continue
-            if packet.pts is not None and float(packet.pts * self._tb) > seconds:
-                self._pending = packet
-                return
-            if self._copy:
-                packet.stream = self._out_stream
-                self._out.mux(packet)
-            else:
-                for frame in packet.decode():
-                    frame.pts = None
-                    self._out.mux(self._out_stream.encode(frame))
-
-    def _end(self) -> None:
-        self._done = True
-        if not self._copy:
-            self._out.mux(self._out_stream.encode(None))
-
-    def close(self) -> None:
-        if not self._done:
-            self._end()
-        self._in.close()
 
 
 class VideoFileSink(SinkBase):
@@ -189,7 +126,7 @@ class VideoFileSink(SinkBase):
         self._out: av.container.OutputContainer | None = None
         self._syncer = Syncer(self._file) if live else None
         self._stream: av.VideoStream | None = None
-        self._audio: _AudioCopy | None = None
+        self._audio: AudioCopy | None = None
         self._last_pts: int | None = None
         self._key_at: int | None = None  # live: the last forced keyframe
         self._last_seconds = 0.0
@@ -217,7 +154,7 @@ class VideoFileSink(SinkBase):
         self._stream = stream
         if self._audio_from:
             try:
-                self._audio = _AudioCopy(self._audio_from, self._out)
+                self._audio = AudioCopy(self._audio_from, self._out)
             except (av.FFmpegError, IndexError, ValueError) as exc:
                 log.warning("audio of %s not copied: %s", self._audio_from, short_message(exc))
 
