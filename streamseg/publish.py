@@ -63,8 +63,10 @@ class Publisher(SinkBase):
                 raise OutputError(f"cannot write {self.description}: the folder {folder} does not exist")
             self._format, self._options = "hls", {"hls_time": f"{hls_time:g}", "hls_list_size": str(hls_list_size),
                                                   "hls_flags": "delete_segments+independent_segments"}
+            self._keyframe_seconds = min(_KEYFRAME_SECONDS, hls_time)  # a segment starts at a keyframe
         else:
             self._format = FORMATS[scheme]
+            self._keyframe_seconds = _KEYFRAME_SECONDS
             self._options = {"rtsp_transport": "tcp"} if scheme == "rtsp" else {}
         self._fps = fps or 25.0
         self._audio_from = audio_from  # a file source's audio, copied (AAC, MP3) or re-encoded to AAC
@@ -202,7 +204,7 @@ class _Connection:
             stream.pix_fmt = "yuv420p"
             stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
             stream.codec_context.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "23",
-                                            "g": str(max(1, int(round(_KEYFRAME_SECONDS * fps))))}
+                                            "g": str(max(1, int(round(owner._keyframe_seconds * fps))))}
             self.stream = stream
             self.audio: AudioCopy | None = None
             if owner._audio_from:
