@@ -301,6 +301,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         raise InputError("give either INPUT or --camera N, not both")
     sources = tuple(args.input) if args.input else (f"camera:{args.camera}",)
     from .publish import is_publish_target
+    from .resources import is_url
 
     publish = tuple(o for o in args.output if is_publish_target(o))
     files = [Path(o) for o in args.output if not is_publish_target(o)]
@@ -309,6 +310,11 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                          "publish (rtmp://, rtsp://, srt://, udp://, tcp://, .m3u8) may be added")
     if publish and len(sources) > 1:
         raise InputError("publishing a stream takes one input (several inputs: run one streamseg per stream)")
+    from .files import same_file
+
+    for target in (t for t in publish if t.lower().endswith(".m3u8")):
+        if any(not is_url(src) and same_file(Path(target), Path(src)) for src in sources):
+            raise InputError(f"-o {target} is an input: choose another playlist name")
     live_window = args.camera is not None
     display = args.display or (not args.no_display and ((not args.output and args.serve is None) or live_window))
     return RunConfig(

@@ -182,6 +182,10 @@ def test_more_than_one_file_output_or_publishing_several_inputs_is_refused(tmp_p
     assert two.returncode == 2 and "one file or folder output at most" in two.stderr
     many = run_cli(str(SAMPLE_CLIP), str(SAMPLE_CLIP), "-o", "tcp://127.0.0.1:9")
     assert many.returncode == 2 and "publishing a stream takes one input" in many.stderr
+    playlist = tmp_path / "in.m3u8"
+    playlist.write_text("#EXTM3U\n")
+    same = run_cli(str(playlist), "-o", str(playlist))
+    assert same.returncode == 2 and "is an input" in same.stderr and playlist.read_text() == "#EXTM3U\n"
 
 
 def test_hls_segments_listed_while_the_stream_goes_on_already_decode(tmp_path):
