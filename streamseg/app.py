@@ -40,9 +40,9 @@ from .sources import open_source
 from .stills import ImageSource
 from .stats import RunStats
 from .threads import ThreadTuner
-from .tracking import Tracked
 from .threads import apply as apply_threads
 from .threads import plan as plan_threads
+from .tracking import Tracked
 
 log = logging.getLogger(__name__)
 

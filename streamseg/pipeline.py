@@ -13,6 +13,9 @@ each result goes back to its own route.
 * ``inference`` owns ``segment`` (the model): it takes up to ``batch_size`` frames,
   round-robin over the sources (on live sources it waits at most one frame interval
   for a batch to fill), runs them and puts results into ``results`` (always WAIT).
+* ``render`` owns the draw functions, the exports and the sinks: it writes each result
+  to its route's exports, draws it, writes it to the route's sink, and closes every
+  export and sink when it ends, whatever the reason.
 
 Live sources keep latency bounded by design. Their channel holds no more than the batch being
 formed: the freshest frames, everything older dropped and counted. Their batch size adapts,
@@ -20,11 +23,8 @@ starting at 1: it grows (up to ``batch_size``) only while the capture-to-output 
 frames written, scaled to one more frame per batch, stays under 80% of ``max_latency``, the
 model falls behind the sources, and the larger batch takes at most 90% of the smaller one's time
 per frame (batching that does not pay only adds latency); it halves when the latency goes over
-the limit (:mod:`streamseg.live_batch`). Files keep the fixed
-``batch_size`` and lose nothing.
-* ``render`` owns the draw functions, the exports and the sinks: it writes each result
-  to its route's exports, draws it, writes it to the route's sink, and closes every
-  export and sink when it ends, whatever the reason.
+the limit (:mod:`streamseg.live_batch`). Files keep the fixed ``batch_size`` and lose
+nothing.
 
 Stop and errors: :meth:`Pipeline.request_stop` (Ctrl-C, a window's ``q``) sets the one
 stop event; capture stops reading and the frames already read flow to the sinks. A

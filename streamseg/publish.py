@@ -33,6 +33,7 @@ from .errors import OutputError, Stopped, WriteError
 from .frames import Frame
 from .resources import redact, short_message
 from .roles import SinkBase
+from .video_files import add_h264_stream, encoder_options, rgb_frame
 
 log = logging.getLogger(__name__)
 
@@ -193,19 +194,15 @@ class _Connection:
 
     def __init__(self, owner: Publisher, first: Frame) -> None:
         self.owner = owner
-        options = dict(owner._options)
-        self.container = av.open(owner.target, mode="w", format=owner._format, options=options,
+        self.container = av.open(owner.target, mode="w", format=owner._format, options=dict(owner._options),
                                  container_options={"flush_packets": "1"} if not owner._hls else {})
         try:
             width, height = first.size
             fps = owner._fps
-            stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height = width + width % 2, height + height % 2
-            stream.pix_fmt = "yuv420p"
-            stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
-            stream.codec_context.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "23",
-                                            "g": str(max(1, int(round(owner._keyframe_seconds * fps))))}
-            self.stream = stream
+            options = encoder_options("libx264", crf=23, preset="veryfast", threads=0, live=True)
+            options["g"] = str(max(1, int(round(owner._keyframe_seconds * fps))))
+            self.stream = add_h264_stream(self.container, "libx264", width=width, height=height, fps=fps,
+                                          time_base=Fraction(1, 1000), options=options)
             self.audio: AudioCopy | None = None
             if owner._audio_from:
                 try:
@@ -227,17 +224,12 @@ class _Connection:
         return t - self.owner._origin
 
     def send(self, frame: Frame) -> None:
-        import numpy as np
-
-        img = frame.image
-        if img.shape[0] % 2 or img.shape[1] % 2:
-            img = np.pad(img, ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0)), mode="edge")
         seconds = self._seconds(frame)
         pts = max(self._last + 1, int(round(seconds * 1000)))
         self._last = pts
         if self.audio is not None:
             self.audio.copy_until(seconds)
-        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        vf = rgb_frame(frame.image)
         vf.pts, vf.time_base = pts, Fraction(1, 1000)
         for packet in self.stream.encode(vf):
             self.container.mux(packet)

@@ -17,6 +17,7 @@ then wakes sleeping workers. Tuning the thread count keeps the idle speed and mo
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 
@@ -114,8 +115,6 @@ class ThreadTuner:
         self._started: float | None = None
 
     def __call__(self, frames):
-        import time
-
         import torch
 
         self._started = self._started or time.monotonic()

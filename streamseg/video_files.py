@@ -61,7 +61,8 @@ def usable_encoder(name: str) -> str:
     return "libx264"
 
 
-def _encoder_options(encoder: str, *, crf: int, preset: str, threads: int, live: bool) -> dict[str, str]:
+def encoder_options(encoder: str, *, crf: int, preset: str, threads: int, live: bool) -> dict[str, str]:
+    """The H.264 encoder's settings: constant quality ``crf``; ``live``: no look-ahead, no B-frames."""
     if encoder == "h264_nvenc":  # constant quality like x264's crf; live: no look-ahead, no B-frames
         options = {"preset": "p4", "rc": "vbr", "cq": str(crf), "forced-idr": "1"}
         if live:
@@ -73,6 +74,24 @@ def _encoder_options(encoder: str, *, crf: int, preset: str, threads: int, live:
     if live:  # each frame leaves the encoder at once (no look-ahead, no B-frames)
         options["tune"] = "zerolatency"
     return options
+
+
+def add_h264_stream(out: av.container.OutputContainer, encoder: str, *, width: int, height: int, fps: float,
+                    time_base: Fraction, options: dict[str, str]) -> av.VideoStream:
+    """An H.264 yuv420p stream in ``out``, its size rounded up to even numbers (see :func:`rgb_frame`)."""
+    stream = out.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001))
+    stream.width, stream.height = width + width % 2, height + height % 2
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = stream.codec_context.time_base = time_base
+    stream.codec_context.options = options
+    return stream
+
+
+def rgb_frame(image: np.ndarray) -> av.VideoFrame:
+    """A picture for an H.264 yuv420p stream: an odd last row or column is repeated (yuv420p needs even sizes)."""
+    if image.shape[0] % 2 or image.shape[1] % 2:
+        image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
+    return av.VideoFrame.from_ndarray(image, format="rgb24")
 
 
 class VideoFileSink(SinkBase):
@@ -143,13 +162,9 @@ class VideoFileSink(SinkBase):
         width, height = frame.size
         tb = frame.time_base or Fraction(1, int(round(self._fps * 1000)))
         self.encoder = usable_encoder(self.encoder)
-        stream = self._out.add_stream(self.encoder, rate=Fraction(self._fps).limit_denominator(1001))
-        stream.width, stream.height = width + width % 2, height + height % 2
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = tb
-        stream.codec_context.time_base = tb
-        stream.codec_context.options = _encoder_options(self.encoder, crf=self._crf, preset=self._preset,
-                                                        threads=self._threads, live=self._fragmented)
+        stream = add_h264_stream(self._out, self.encoder, width=width, height=height, fps=self._fps, time_base=tb,
+                                 options=encoder_options(self.encoder, crf=self._crf, preset=self._preset,
+                                                         threads=self._threads, live=self._fragmented))
         stream.thread_type = "AUTO"
         self._stream = stream
         if self._audio_from:
@@ -163,10 +178,7 @@ class VideoFileSink(SinkBase):
             raise OutputError(f"write to closed output {self.path}")
         if self._stream is None:
             self._start(frame)
-        img = frame.image
-        if img.shape[0] % 2 or img.shape[1] % 2:  # yuv420p needs even sizes: repeat the last row/column
-            img = np.pad(img, ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0)), mode="edge")
-        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        vf = rgb_frame(frame.image)
         tb = self._stream.codec_context.time_base
         if frame.pts is not None and frame.time_base is not None:
             pts = int(round(frame.pts * frame.time_base / tb))
