@@ -226,11 +226,9 @@ class Renderer:
         labels = self.visible_labels(result)
         style = cfg.style
         if result.drawn is not None and result.segment_map is None:
-            # blended on the model's device (streamseg.device_render): only the host-side marks are left
-            img = result.drawn
-            if style is Style.SIDE_BY_SIDE:
-                img = np.hstack([image, img])
-            return self._annotate(img, result, labels, fps)
+            # blended on the model's device (streamseg.device_render: fill, mask, blur- and replace-background
+            # only): the host-side marks are left
+            return self._annotate(result.drawn, result, labels, fps)
         if style in (Style.BLUR_BACKGROUND, Style.REPLACE_BACKGROUND):
             keep = self._keep[result.label_map.astype(np.int32, copy=False)]
             if style is Style.BLUR_BACKGROUND:
