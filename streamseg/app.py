@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .outputs import RouteOutputs, RoutePlan, check_route, open_outputs, plan_ro
 from .pipeline import Pipeline, Route
 from .render import Renderer
 from .resources import Closing, is_url
-from .roles import Source
+from .roles import Sink, Source
 from .schedule import EveryNth
 from .sources import open_source
 from .stills import ImageSource
@@ -98,14 +98,19 @@ class _OpenRoute:
 class Run(Closing):
     """Builds and runs one :class:`~streamseg.pipeline.Pipeline` from a :class:`~streamseg.config.RunConfig`.
 
-    ``segmenter``: an already loaded model to use (``streamseg batch`` loads it once per actor);
-    by default the run loads ``config.model``.
+    ``segmenter``: an already loaded model to use (``streamseg batch`` and ``fleet`` load it once per actor);
+    by default the run loads ``config.model``. ``plans``: each source's outputs, already planned (a fleet
+    worker's ``OUTDIR/NAME/`` layout), instead of :func:`~streamseg.outputs.plan_routes`. ``shared_sinks``:
+    sinks every route also writes to, not owned by the run (a fleet worker's newest-frame store).
     """
 
     def __init__(self, config: RunConfig, *, segmenter: Segmenter | None = None,
-                 on_source_error: Callable[[str, SourceError], None] | None = None) -> None:
+                 on_source_error: Callable[[str, SourceError], None] | None = None,
+                 plans: Sequence[RoutePlan] | None = None, shared_sinks: Sequence[Sink] = ()) -> None:
         self.config = config
         self.segmenter = segmenter
+        self._plans = None if plans is None else list(plans)
+        self._shared_sinks = list(shared_sinks)
         self.threads = plan_threads(config.threads, managed=config.manage_threads)
         self.tuner: ThreadTuner | None = None  # the forward's thread count, chosen while running (CPU)
         self.server = None  # the live view (--serve), once open
@@ -135,7 +140,7 @@ class Run(Closing):
     def _open(self) -> None:
         config = self.config
         apply_threads(self.threads)  # torch's and OpenCV's pools are process-wide: set before the model runs
-        plans = plan_routes(config.sources, config.outputs)
+        plans = self._plans if self._plans is not None else plan_routes(config.sources, config.outputs)
         sources: dict[int, Source] = {}
         local = [i for i, plan in enumerate(plans) if not is_url(plan.spec)]
         for i in local:
@@ -150,7 +155,7 @@ class Run(Closing):
         if not sources:
             raise self._nothing_opened(plans)
         self.segmenter.reset()  # no state carried over from an earlier run
-        shared = []
+        shared = list(self._shared_sinks)
         if config.outputs.serve is not None:
             from .serve import PreviewServer
 
@@ -199,6 +204,21 @@ class Run(Closing):
         """Frames the run will write when read to the end, if every source knows it (files, folders)."""
         counts = [None if r.source.live else r.source.expected_frames for r in self._routes]
         return None if not counts or None in counts else sum(counts)
+
+    def route_index(self, name: str) -> int | None:
+        """The route (``Frame.source``) of the source named ``name``, if it is open."""
+        return next((i for i, r in enumerate(self._routes) if r.plan.name == name), None)
+
+    def snapshot(self) -> dict | None:
+        """The running pipeline's live figures (:meth:`Pipeline.snapshot`), each source with its ``name``;
+        ``None`` before it starts. Any thread."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return None
+        snap = pipeline.snapshot()
+        for figures, route in zip(snap["sources"], self._routes):
+            figures["name"] = route.plan.name
+        return snap
 
     # -- control (any thread) --------------------------------------------------------------
     def request_stop(self) -> None:

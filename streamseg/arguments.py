@@ -24,10 +24,11 @@ from . import __version__
 from .config import (DEFAULT_MODEL, DropPolicy, DType, Engine, InputConfig, ModelConfig, OutputConfig, RenderConfig,
                      RunConfig, Style, Task, parse_seconds)
 
-COMMANDS = ("run", "batch", "bench")
+COMMANDS = ("run", "batch", "fleet", "bench")
 _COMMANDS_HELP = """commands:
   streamseg [run] INPUT...   segment files, images, folders, streams or cameras (the default command)
   streamseg batch INPUTS...  annotate many videos on Ray, resumably (streamseg batch --help)
+  streamseg fleet SOURCES... record live sources on a fleet of Ray workers (streamseg fleet --help)
   streamseg bench            time every stage side by side (streamseg bench --help)
 
 exit codes: 0 done (also when stopped by Ctrl-C/SIGTERM), 1 failure while running, 2 bad input"""
@@ -147,6 +148,11 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
                                             "http(s)://, tcp://, udp://, srt://) or camera:N; several inputs are "
                                             "segmented together (one batched forward), each into its own output")
     g.add_argument("--camera", type=int, metavar="N", help="read local camera N (a live window unless --no-display)")
+    add_reading_args(g)
+
+
+def add_reading_args(g) -> None:
+    """How sources are read (``run`` and ``fleet``): timeouts, reconnects, duration, latency, drop policy."""
     g.add_argument("--timeout", type=float, default=10.0, metavar="S", help="network open/read timeout (default: 10)")
     g.add_argument("--duration", type=_seconds, metavar="TIME",
                    help="stop after this much input (90, 90s, 10m, 1h, 1:30); for live sources, wall-clock time")
@@ -223,6 +229,38 @@ def add_batch_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--masks", action="store_true", help="also write NAME-HASH.masks/ (a label PNG per frame)")
 
 
+def add_fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="+", metavar="SOURCES",
+                   help="live sources: stream URLs, camera:N (on a worker that has it), or text files of them")
+    g = p.add_argument_group("Ray, workers and outputs")
+    g.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help="folder for OUTDIR/NAME/rec-NNN.mp4 per source (created; its parent must exist)")
+    g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster (host:6379, ray://host:10001 or auto); "
+                                                    "default: start a local Ray")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="Ray actors, each with its own model (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per worker (default 0: CPU)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                   help="CPUs per worker, also its forward's threads (default 1)")
+    g.add_argument("--max-restarts", type=int, default=-1, metavar="N",
+                   help="Ray restarts of a worker that dies (default -1: always)")
+    g.add_argument("--segment-time", type=_seconds, default=300.0, metavar="TIME",
+                   help="start a new file every TIME (default 5m): OUTDIR/NAME/rec-000.mp4, rec-001.mp4...")
+    g.add_argument("--json", action="store_true", help="also write rec-NNN.jsonl beside each rec-NNN.mp4 (same frames)")
+    g.add_argument("--json-masks", action="store_true", help="add each segment's mask to the JSON as COCO RLE")
+    g.add_argument("--masks", action="store_true", help="also write OUTDIR/NAME/masks-NNN/ (a label PNG per frame)")
+    g.add_argument("--masks-by", choices=("segment", "track"), default="segment",
+                   help="instance/panoptic --masks: each pixel's segment id (default) or its track id")
+    g.add_argument("--encoder", choices=("auto", "libx264", "h264_nvenc"), default="auto",
+                   help="H.264 encoder of the recordings (auto: h264_nvenc when the model runs on CUDA)")
+    g.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="one dashboard for every source of every worker: the page, /stream.mjpg?source=NAME, "
+                        "/stats, /metrics and /healthz on 127.0.0.1:PORT; another HOST needs --serve-token")
+    g.add_argument("--serve-token", metavar="SECRET", help="--serve: every request must carry ?token=SECRET")
+    g.add_argument("--serve-host", action="append", default=[], metavar="NAME",
+                   help="--serve: a host name the dashboard may be reached by (repeatable)")
+    add_reading_args(p.add_argument_group("input"))
+
+
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("benchmark")
     g.add_argument("--video", type=Path, metavar="PATH", help="input video (default: a generated 720p street clip)")
@@ -240,6 +278,7 @@ COMMAND_GROUPS = {  # each command's argument groups, in help order: the same gr
     "run": (add_input_args, add_model_args, add_render_args, add_output_args, add_general_args),
     "batch": (add_batch_args, add_model_args, add_render_args, add_general_args),
     "bench": (add_bench_args, lambda p: add_model_args(p, **_BENCH_MODEL), add_general_args),
+    "fleet": (add_fleet_args, add_model_args, add_render_args, add_general_args),
 }
 _COMMAND_TEXT = {  # (prog, help, description)
     "run": ("streamseg [run]", "segment inputs (the default: streamseg INPUT... is streamseg run INPUT...)",
@@ -248,6 +287,9 @@ _COMMAND_TEXT = {  # (prog, help, description)
     "batch": ("streamseg batch", "many videos on Ray",
               "Annotate many videos on Ray (local or a cluster), resumably: finished outputs are checked and\n"
               "skipped when the same command runs again."),
+    "fleet": ("streamseg fleet", "live sources on a fleet of Ray workers",
+              "Record many live sources with a fleet of Ray workers (local or a cluster): workers that die are\n"
+              "restarted and their sources resume; one dashboard; SIGINT/SIGTERM stops every worker cleanly."),
     "bench": ("streamseg bench", "the side-by-side benchmark",
               "Time every stage (decode, forward, inference, render, encode), the whole streamseg path and the\n"
               "naive per-frame pipeline loop side by side in one run; write the table and a JSON file."),
@@ -344,3 +386,20 @@ def batch_config(args: argparse.Namespace):
                        render=render_config(args), batch_size=args.batch_size, ray_address=args.ray,
                        workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                        json_export=args.json, json_masks=args.json_masks, masks_export=args.masks)
+
+
+def fleet_config(args: argparse.Namespace):
+    """``streamseg fleet`` argv -> :class:`~streamseg.fleet_plan.FleetConfig` (model, render and input as for run)."""
+    from .fleet_plan import RECORDING, FleetConfig
+
+    return FleetConfig(
+        sources=tuple(args.sources), outdir=args.output, model=model_config(args), render=render_config(args),
+        input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,
+                          duration=args.duration, max_latency=args.max_latency),
+        outputs=OutputConfig(output=Path(RECORDING), segment_time=args.segment_time, json_masks=args.json_masks,
+                             json_path=Path(RECORDING) if args.json else None, masks_by=args.masks_by,
+                             encoder=args.encoder),
+        batch_size=args.batch_size, drop_policy=args.drop_policy, json_export=args.json, masks_export=args.masks,
+        ray_address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker, max_restarts=args.max_restarts, serve=args.serve,
+        serve_token=args.serve_token, serve_hosts=tuple(args.serve_host))

@@ -273,7 +273,7 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict:
 
         started = time.monotonic()
         workers, gpus, cpus = config.workers, config.gpus_per_worker, config.cpus_per_worker
-        _init_ray(ray, config.ray_address, gpus, workers, cpus)
+        init_ray(ray, config.ray_address, gpus, workers, cpus)
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
@@ -315,7 +315,7 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict:
     return counts
 
 
-def _init_ray(ray, address: str | None, gpus_per_worker: float, workers: int, cpus_per_worker: float) -> None:
+def init_ray(ray, address: str | None, gpus_per_worker: float, workers: int, cpus_per_worker: float) -> None:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notices are not the user's business
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .arguments import batch_config, model_config, parse, run_config
+from .arguments import batch_config, fleet_config, model_config, parse, run_config
 from .errors import InputError, StreamsegError
 
 log = logging.getLogger("streamseg")
@@ -172,6 +172,26 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if counts["failed"] else EXIT_OK
 
 
+# -- streamseg fleet --------------------------------------------------------------------------
+def _fleet(args: argparse.Namespace) -> int:
+    from .fleet import Fleet, fleet_summary
+
+    config = fleet_config(args)
+    with Fleet(config, on_event=_say) as fleet:
+        fleet.open()
+        if fleet.view is not None:  # a token is shown once, and only one streamseg made up
+            view = fleet.view
+            _say(f"dashboard: {view.url}{f'?token={view.token}' if view.token_generated else ''}")
+        count = len(fleet.sources)
+        _say(f"{count} source{'s' if count != 1 else ''} on {config.workers} "
+             f"worker{'s' if config.workers != 1 else ''}; recording into {config.outdir}")
+        with _signals_stop(fleet):
+            report = fleet.run()
+    for line in fleet_summary(report):
+        _say(line)
+    return EXIT_FAILURE if report.failed else EXIT_OK
+
+
 # -- streamseg bench --------------------------------------------------------------------------
 def _bench(args: argparse.Namespace) -> int:
     bench = _benchmarks_module()
@@ -207,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version (0) or a bad flag (2, its one line already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     _configure_logging(args.verbose, args.debug)
-    handler = {"run": _run, "batch": _batch, "bench": _bench}[args.command]
+    handler = {"run": _run, "batch": _batch, "fleet": _fleet, "bench": _bench}[args.command]
     try:
         return handler(args)
     except StreamsegError as exc:

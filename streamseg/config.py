@@ -180,6 +180,7 @@ class OutputConfig:
     masks_dir: Path | None = None  # one label-map PNG per frame
     masks_by: str = "segment"  # instance/panoptic --masks: each pixel's segment id, or its track id ("track")
     segment_time: float | None = None  # rotate the output video every this many seconds
+    json_segments: bool = False  # with segment_time: JSON Lines per video segment, named like it (streamseg fleet)
     serve: str | None = None  # [HOST:]PORT of the browser live view
     serve_token: str | None = None  # checked on every request; made up when serving beyond 127.0.0.1 without one
     serve_hosts: tuple[str, ...] = ()  # names the live view answers to besides IP addresses and localhost

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import OutputError, WriteError
 from .frames import SegmentationResult
-from .files import Syncer, check_replaceable, commit, partial_path
+from .files import Syncer, check_replaceable, commit, next_segment_number, partial_path
 from .resources import Closing, ImageFiles, check_parent_folder, short_message
 from .roles import Export  # noqa: F401  (the role these implement)
 
@@ -122,6 +122,58 @@ class JsonLinesExport(Closing):
             except OSError as exc:
                 raise WriteError(f"cannot finish {self.path}: {short_message(exc)}") from exc
         self._kept = bool(self.records)
+
+
+class SegmentedJsonExport(Closing):
+    """``--json`` beside ``--segment-time`` in a fleet: one JSON Lines file per video segment, named and rotated
+    like it (``rec-007.mp4`` and ``rec-007.jsonl`` hold the same frames), written in place.
+
+    ``path`` is the JSON name of the recording (``OUTDIR/NAME/rec.jsonl``). Numbering starts where
+    :class:`~streamseg.video_files.SegmentedVideoSink` starts (one past the highest segment in the folder,
+    videos and JSON alike) when both are opened together, and rotation follows the same frame times.
+    """
+
+    def __init__(self, path: str | Path, segment_seconds: float, *, fps: float | None = None,
+                 masks: bool = False, live: bool = True) -> None:
+        self.path = Path(path)
+        if "%" in self.path.name:
+            raise OutputError(f"JSON Lines per segment need a numbered name, not a pattern: {self.path}")
+        check_parent_folder(self.path)
+        self.segment_seconds, self._fps, self._masks, self._live = segment_seconds, fps, masks, live
+        self._first_number = next_segment_number(self.path)
+        self._current: JsonLinesExport | None = None
+        self._origin: float | None = None
+        self._number = -1
+        self._done: list[Path] = []  # closed files that hold records
+        self.files: list[Path] = []
+        self.records = 0
+
+    def write(self, result: SegmentationResult) -> None:
+        t = result.frame.time(self._fps)
+        self._origin = t if self._origin is None else self._origin
+        number = int((t - self._origin) // self.segment_seconds)
+        if self._current is not None and number != self._number:
+            self._finish_current()
+        if self._current is None:
+            path = self.path.with_name(f"{self.path.stem}-{self._first_number + len(self.files):03d}{self.path.suffix}")
+            self._current = JsonLinesExport(path, masks=self._masks, live=self._live)
+            self._number = number
+            self.files.append(path)
+        self._current.write(result)
+        self.records += 1
+
+    def _finish_current(self) -> None:
+        current, self._current = self._current, None
+        current.close()
+        self._done += current.written
+
+    @property
+    def written(self) -> list[Path]:
+        return self._done + (self._current.written if self._current is not None else [])
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._finish_current()
 
 
 class MaskPngExport(ImageFiles):

@@ -83,6 +83,19 @@ def segment_names(path: Path) -> re.Pattern:
     return re.compile(f"^{stem}-\\d{{3,}}{suffix}$")
 
 
+SEGMENT_COMPANIONS = (".jsonl",)  # files numbered with a video's segments (a fleet's JSON Lines per segment)
+
+
+def next_segment_number(path: Path) -> int:
+    """One past the highest segment number of ``path`` (``rec.mp4``: ``rec-007.mp4``) already in its folder,
+    counting its companions (``rec-007.jsonl``) too; 0 when there is none, and for a strftime pattern."""
+    if "%" in path.name or not path.parent.is_dir():
+        return 0
+    patterns = [segment_names(path), *(segment_names(path.with_suffix(s)) for s in SEGMENT_COMPANIONS)]
+    numbers = [int(p.stem.rsplit("-", 1)[1]) for p in path.parent.iterdir() if any(r.match(p.name) for r in patterns)]
+    return max(numbers, default=-1) + 1
+
+
 class Syncer:
     """``fsync`` a file at most once per ``interval`` seconds, so that what was written survives a power cut
     without a sync per frame. Opens its own read-only descriptor (Linux syncs the file through any)."""

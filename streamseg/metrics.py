@@ -2,7 +2,7 @@
 
 Both read the pipeline's live figures (:meth:`Pipeline.snapshot`) when asked: nothing is counted
 twice, and a scrape costs the pipeline nothing. Counters are per source (label ``source``, the
-source's description with any password or token removed).
+source's description with any password or token removed; for a fleet, its name, and ``worker``).
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         sources = snap.get("sources", [])
+        # A fleet's driver (streamseg fleet) names the worker that runs each source: a second label.
+        names = ["source", "worker"] if any("worker" in s for s in sources) else ["source"]
+
+        def labels(s: dict, *more: str) -> list[str]:
+            return [str(s.get(name) or "") for name in names] + list(more)
 
         def per_source(kind, name: str, doc: str, key: str):
-            family = kind(f"streamseg_{name}", doc, labels=["source"])
+            family = kind(f"streamseg_{name}", doc, labels=names)
             for s in sources:
-                family.add_metric([s["source"]], s.get(key, 0) or 0)
+                family.add_metric(labels(s), s.get(key, 0) or 0)
             return family
 
         yield per_source(CounterMetricFamily, "frames_read", "Frames read from the source", "frames_read")
@@ -45,26 +50,29 @@ class _Collector:
                          "bytes_written")
         yield per_source(CounterMetricFamily, "publish_reconnects", "Times a published stream's server was reconnected",
                          "publish_reconnects")
+        if any("restarts" in s for s in sources):
+            yield per_source(CounterMetricFamily, "source_restarts", "Times a fleet source was started again (its "
+                                                                      "worker lost, or its sources re-spread)", "restarts")
         healthy = GaugeMetricFamily("streamseg_source_up", "1 while the source is healthy (see /healthz)",
-                                    labels=["source"])
+                                    labels=names)
         for s in sources:
-            healthy.add_metric([s["source"]], 0.0 if problem(s) else 1.0)
+            healthy.add_metric(labels(s), 0.0 if problem(s) else 1.0)
         yield healthy
         latency = HistogramMetricFamily("streamseg_latency_seconds", "Capture-to-output latency of written frames",
-                                        labels=["source"])
+                                        labels=names)
         for s in sources:
             h = s.get("latency_histogram") or {"buckets": [0] * len(LATENCY_BUCKETS), "count": 0, "sum": 0.0}
             buckets = [(repr(float(b)), n) for b, n in zip(LATENCY_BUCKETS, h["buckets"])]
-            latency.add_metric([s["source"]], [*buckets, ("+Inf", h["count"])], h["sum"])
+            latency.add_metric(labels(s), [*buckets, ("+Inf", h["count"])], h["sum"])
         yield latency
         stage_seconds = CounterMetricFamily("streamseg_stage_seconds", "Seconds spent per stage",
-                                            labels=["source", "stage"])
+                                            labels=[*names, "stage"])
         stage_items = CounterMetricFamily("streamseg_stage_frames", "Frames handled per stage",
-                                          labels=["source", "stage"])
+                                          labels=[*names, "stage"])
         for s in sources:
             for stage, t in (s.get("stages") or {}).items():
-                stage_seconds.add_metric([s["source"], stage], t["seconds"])
-                stage_items.add_metric([s["source"], stage], t["items"])
+                stage_seconds.add_metric(labels(s, stage), t["seconds"])
+                stage_items.add_metric(labels(s, stage), t["items"])
         yield stage_seconds
         yield stage_items
         yield GaugeMetricFamily("streamseg_batch_size", "Frames per forward now (live: the adaptive live batch)",

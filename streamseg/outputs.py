@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from .config import OutputConfig
 from .errors import OutputError
-from .exports import JsonLinesExport, MaskPngExport
+from .exports import JsonLinesExport, MaskPngExport, SegmentedJsonExport
 from .files import check_replaceable, free_path, same_file, segment_names
 from .resources import check_parent_folder, close_all, is_url, safe_name, short_message
 from .roles import Export, Sink, Source
@@ -68,7 +68,10 @@ SINK_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Sink]] = {
     OutputKind.IMAGE_FOLDER: lambda path, ctx: ImageSink(path, folder=True),
 }
 EXPORT_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Export]] = {
-    OutputKind.JSON: lambda path, ctx: JsonLinesExport(path, masks=ctx.config.json_masks, live=ctx.source.live),
+    OutputKind.JSON: lambda path, ctx: (
+        SegmentedJsonExport(path, ctx.config.segment_time, fps=ctx.source.fps, masks=ctx.config.json_masks,
+                            live=ctx.source.live) if ctx.config.json_segments and ctx.config.segment_time
+        else JsonLinesExport(path, masks=ctx.config.json_masks, live=ctx.source.live)),
     OutputKind.MASKS: lambda path, ctx: MaskPngExport(path, ctx.colours, by_track=ctx.config.masks_by == "track"),
 }
 

@@ -19,6 +19,7 @@ in a log line.
 from __future__ import annotations
 
 import hmac
+import html
 import ipaddress
 import json
 import logging
@@ -27,7 +28,7 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import cv2
 
@@ -199,6 +200,18 @@ class PreviewServer(SinkBase):
             self._cond.wait_for(lambda: source in self._jpeg or self._closing, timeout=timeout)
             return self._jpeg.get(source)
 
+    def source_keys(self) -> list[str]:
+        """What ``?source=`` takes, one per source, in the page's order: here the route index."""
+        return [str(i) for i in range(self.sources)]
+
+    def resolve_source(self, text: str | None) -> int | None:
+        """The source a request's ``?source=`` names (none: the first), or ``None`` when there is no such source."""
+        try:
+            index = int(text) if text is not None else 0
+        except ValueError:
+            return None
+        return index if 0 <= index < self.sources else None
+
     @property
     def closing(self) -> bool:
         return self._closing
@@ -263,16 +276,13 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 return
             token = f"token={server.token}" if server.token else ""
             query = f"?{token}" if token else ""
-            try:
-                source = int((params.get("source") or ["0"])[0])
-            except ValueError:
-                source = -1
-            if not 0 <= source < server.sources:
+            source = server.resolve_source((params.get("source") or [None])[0])
+            if source is None:
                 self._send(404, b"no such source\n", "text/plain")
                 return
             if url.path in ("/", "/index.html"):
-                images = "".join(f'<img src="stream.mjpg?source={i}{"&" + token if token else ""}" '
-                                 f'alt="streamseg live view {i}">' for i in range(server.sources))
+                images = "".join(f'<img src="stream.mjpg?source={quote(key)}{"&" + token if token else ""}" '
+                                 f'alt="streamseg live view {html.escape(key)}">' for key in server.source_keys())
                 self._send(200, _PAGE.format(query=query, images=images).encode(), "text/html; charset=utf-8")
             elif url.path == "/stats":
                 body = dict(server.stats())

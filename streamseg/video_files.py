@@ -20,7 +20,7 @@ import numpy as np
 from .audio import AudioCopy
 from .errors import OutputError, WriteError
 from .frames import Frame
-from .files import Syncer, check_replaceable, commit, partial_path, segment_names
+from .files import Syncer, check_replaceable, commit, next_segment_number, partial_path
 from .resources import check_parent_folder, short_message
 from .roles import SinkBase
 
@@ -281,14 +281,6 @@ def segment_path(path: Path, number: int, start: float) -> Path:
     return path.with_name(f"{path.stem}-{number:03d}{path.suffix}")
 
 
-def _next_segment_number(path: Path) -> int:
-    """One past the highest numbered segment of ``path`` already in its folder (0 when there is none)."""
-    if "%" in path.name or not path.parent.is_dir():
-        return 0
-    numbers = [int(p.stem.rsplit("-", 1)[1]) for p in path.parent.iterdir() if segment_names(path).match(p.name)]
-    return max(numbers, default=-1) + 1
-
-
 class SegmentedVideoSink(SinkBase):
     """Rotating video files of ``segment_seconds`` each (``--segment-time``), named by :func:`segment_path`.
 
@@ -320,7 +312,7 @@ class SegmentedVideoSink(SinkBase):
         self._segment_start = 0.0  # input time (s) of the current segment's first frame: its time 0
         self._number = -1
         self.files: list[Path] = []
-        self._first_number = _next_segment_number(self.path) if live else 0
+        self._first_number = next_segment_number(self.path) if live else 0
         self._closed = False
 
     def write(self, frame: Frame) -> None:

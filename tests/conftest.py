@@ -276,3 +276,24 @@ class StreamServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+RAY_CLI = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """One local Ray cluster on loopback (``ray start --head``, 2 CPUs) for the whole session; drivers join it
+    with ``--ray ADDRESS`` in subprocesses, as users do."""
+    pytest.importorskip("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # A throw-away loopback cluster: no token (drivers are this test's subprocesses, which inherit the setting).
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    subprocess.run([RAY_CLI, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                    "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+                   check=True, capture_output=True, timeout=120)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([RAY_CLI, "stop", "--force"], capture_output=True, timeout=60)

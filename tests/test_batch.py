@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,23 +20,6 @@ import pytest
 from conftest import ROOT, decode, run_cli, scene_frames, write_clip
 
 ray = pytest.importorskip("ray")
-
-RAY_CLI = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-
-
-@pytest.fixture(scope="session")
-def ray_address(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # A throw-away loopback cluster: no token (drivers are this test's subprocesses, which inherit the setting).
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    subprocess.run([RAY_CLI, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                    "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
-                   check=True, capture_output=True, timeout=120)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([RAY_CLI, "stop", "--force"], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
