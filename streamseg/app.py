@@ -101,17 +101,19 @@ class Run(Closing):
     ``segmenter``: an already loaded model to use (``streamseg batch`` and ``fleet`` load it once per actor);
     by default the run loads ``config.model``. ``plans``: each source's outputs, already planned (a fleet
     worker's ``OUTDIR/NAME/`` layout), instead of :func:`~streamseg.outputs.plan_routes`. ``shared_sinks``:
-    sinks every route also writes to, not owned by the run (a fleet worker's newest-frame store).
+    sinks every route also writes to, not owned by the run (a fleet worker's newest-frame store). ``cores``: the
+    cores the thread budget shares out (default: this process's; a fleet worker's: its Ray CPUs).
     """
 
     def __init__(self, config: RunConfig, *, segmenter: Segmenter | None = None,
                  on_source_error: Callable[[str, SourceError], None] | None = None,
-                 plans: Sequence[RoutePlan] | None = None, shared_sinks: Sequence[Sink] = ()) -> None:
+                 plans: Sequence[RoutePlan] | None = None, shared_sinks: Sequence[Sink] = (),
+                 cores: int | None = None) -> None:
         self.config = config
         self.segmenter = segmenter
         self._plans = None if plans is None else list(plans)
         self._shared_sinks = list(shared_sinks)
-        self.threads = plan_threads(config.threads, managed=config.manage_threads)
+        self.threads = plan_threads(config.threads, cores=cores, managed=config.manage_threads)
         self.tuner: ThreadTuner | None = None  # the forward's thread count, chosen while running (CPU)
         self.server = None  # the live view (--serve), once open
         self._on_source_error = on_source_error or (lambda spec, exc: log.error("%s", exc))

@@ -208,11 +208,13 @@ class FleetWorker:
                           masks_dir=None, json_segments=True, serve=None, display=False, publish=())
         run_config = RunConfig(sources=tuple(p.spec for p in plans), model=config.model, render=config.render,
                                outputs=outputs, input=replace(config.input, duration=None),
-                               batch_size=config.batch_size, threads=config.threads,
+                               batch_size=config.batch_size,
                                drop_policy=DropPolicy(config.drop_policy) if config.drop_policy else None)
         by_spec = {p.spec: p.name for p in plans}
         frames = LatestFrames()
-        run = Run(run_config, segmenter=self.segmenter, plans=plans, shared_sinks=[frames],
+        # The worker's CPUs are the budget's cores: the forward gets them, and the tuner halves them beside a
+        # busy neighbour (a fixed count cannot: 1 worker x 2 threads beside a busy process fell to 0.6 frames/s).
+        run = Run(run_config, segmenter=self.segmenter, plans=plans, shared_sinks=[frames], cores=config.threads,
                   on_source_error=lambda spec, exc: self._fail(by_spec.get(spec, spec), _one_line(exc)))
         self._runs += 1
         self._run_error = None
