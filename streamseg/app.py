@@ -278,6 +278,8 @@ class Run(Closing):
                 pipeline.request_stop()
         if self.server is not None:
             self.server.stats = pipeline.snapshot
+            if hasattr(self.segmenter.head, "set_prompts"):  # a model that takes text: POST /prompt
+                self.server.prompts = self.segmenter.head
         total = pipeline.run()
         return self._report(routes, total, stills)
 

@@ -114,6 +114,12 @@ def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DE
                         "(every frame is still drawn and written; default 1)")
     g.add_argument("--track-buffer", type=int, default=30, metavar="N",
                    help="instance/panoptic: frames an object may go unseen and keep its track id (default 30)")
+    g.add_argument("--prompt", metavar="TEXTS",
+                   help="what to segment, in words, with a model that takes text (CLIPSeg: --model "
+                        "CIDAS/clipseg-rd64-refined): \"person, red car\", each text a class")
+    g.add_argument("--prompt-threshold", type=float, default=0.5, metavar="P",
+                   help="--prompt: a pixel takes its most probable text when that probability is at least P "
+                        "(default 0.5), else no segment")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models that run their own code")
     g.add_argument("--threads", type=_threads, default="auto", metavar="N|auto|library",
                    help="the forward's torch threads (auto: every core this process may use, or half of them when "
@@ -321,11 +327,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 # -- argv -> configs ---------------------------------------------------------------------------
 def model_config(args: argparse.Namespace, *, name: str | None = None) -> ModelConfig:
+    from .prompts import parse_prompts
+
     return ModelConfig(name=name or args.model, device=args.device, dtype=DType(args.dtype),
                        trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
                        mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
                        smooth=args.smooth, compile=args.compile, engine=Engine(args.engine), size=args.size,
-                       infer_every=args.infer_every, track_buffer=args.track_buffer)
+                       infer_every=args.infer_every, track_buffer=args.track_buffer,
+                       prompts=parse_prompts(args.prompt) if args.prompt is not None else (),
+                       prompt_threshold=args.prompt_threshold)
 
 
 def render_config(args: argparse.Namespace) -> RenderConfig:

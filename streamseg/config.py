@@ -93,6 +93,8 @@ class ModelConfig:
     size: int | tuple[int, int] | None = None  # inference resolution: shortest edge, or (width, height); None: the model's
     infer_every: int = 1  # run the model on every Nth frame of a source; the frames between reuse its labels
     track_buffer: int = 30  # instance/panoptic: frames a track outlives its last match (then its id is retired)
+    prompts: tuple[str, ...] = ()  # text prompts (CLIPSeg): each a class named by its text
+    prompt_threshold: float = 0.5  # a pixel takes its best prompt when that prompt's probability is at least this
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -105,6 +107,9 @@ class ModelConfig:
             raise InputError("--compile applies to --engine torch only")
         if not 0.0 <= self.smooth < 1.0:
             raise InputError(f"invalid smooth {self.smooth}: expected a value in [0, 1)")
+        if not 0.0 < self.prompt_threshold < 1.0:
+            raise InputError(f"invalid --prompt-threshold {self.prompt_threshold}: expected a probability between 0 "
+                             "and 1")
         if self.track_buffer < 0:
             raise InputError(f"invalid --track-buffer {self.track_buffer}: expected 0 or more")
         if self.infer_every < 1:

@@ -102,7 +102,10 @@ class SegmentationResult:
         """Every segment with its area and box (semantic: one per class present, by class id)."""
         if self.segment_map is None:
             ids = self.label_map
-            infos = [(int(c), int(c), None) for c in np.flatnonzero(np.bincount(ids.ravel()))]
+            flat = ids.ravel()
+            if flat.size and flat.min() < 0:  # -1: no segment (text prompts that nothing reached)
+                flat = flat[flat >= 0]
+            infos = [(int(c), int(c), None) for c in np.flatnonzero(np.bincount(flat))]
         else:
             ids = self.segment_map
             infos = list(self.segment_info)

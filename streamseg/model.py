@@ -24,6 +24,7 @@ from .config import DType, Engine, ModelConfig, Task
 from .errors import InputError, ModelLoadError, StreamsegError
 from .frames import Frame, SegmentationResult
 from .preprocess import PreprocessSpec, Preprocessor
+from .prompts import load_prompt_head
 from .semantic import SemanticHead
 from .universal import UniversalHead, oneformer_task_tokens, supported_tasks
 
@@ -176,6 +177,9 @@ class Segmenter:
         except (OSError, ValueError) as exc:
             raise _load_error(name, exc, offline) from exc
         model_type = getattr(hf_config, "model_type", "")
+        prompted = load_prompt_head(name, hub, config, device, dtype, model_type)  # CLIPSeg and --prompt
+        if prompted is not None:
+            return cls._prompted(prompted, name, hub, config, device, dtype)
         semantic_head = model_type in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
         if semantic_head:
             auto = AutoModelForSemanticSegmentation
@@ -232,6 +236,18 @@ class Segmenter:
             spec = spec.at_size(config.size)
         return cls(head, Preprocessor(spec, device=device, dtype=dtype), id2label=id2label, num_labels=num_labels,
                    name=config.name)
+
+    @classmethod
+    def _prompted(cls, head: Head, name: str, hub: dict, config: ModelConfig, device, dtype) -> Segmenter:
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(name, **hub)
+        spec = PreprocessSpec.from_processor(processor)
+        if config.size is not None:
+            spec = spec.at_size(config.size)
+        log.info("loaded %s (prompts: %s) on %s as %s", name, ", ".join(head.prompts), device, dtype)
+        return cls(head, Preprocessor(spec, device=device, dtype=dtype), id2label=head.id2label,
+                   num_labels=head.num_labels, name=config.name)
 
     # -- what the family runs ---------------------------------------------------------------
     @property

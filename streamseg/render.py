@@ -271,7 +271,7 @@ class Renderer:
         if cfg.legend:
             flat = labels.ravel()
             present = np.flatnonzero(np.bincount(flat[flat >= 0], minlength=len(self.colours)))
-            draw_legend(img, present, self.colours, self.id2label)
+            draw_legend(img, present, self.colours, result.id2label or self.id2label)  # prompts may change
         if cfg.show_fps and fps is not None:
             scale = max(0.4, min(img.shape[:2]) / 700)
             text = f"{fps:5.1f} fps"

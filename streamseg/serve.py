@@ -44,8 +44,14 @@ _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>streamseg</title>
 <style>body{{margin:0;background:#111;color:#ddd;font:14px sans-serif}}img{{display:block;max-width:100vw;
 max-height:calc(100vh - 2em);margin:auto}}#stats{{padding:.3em 1em}}</style></head>
-<body>{images}<div id="stats">connecting...</div>
+<body>{images}{controls}<div id="stats">connecting...</div>
 <script>
+async function prompt(event) {{
+  event.preventDefault();
+  const r = await fetch("prompt{query}", {{method: "POST", headers: {{"Content-Type": "application/json"}},
+                                         body: JSON.stringify({{prompt: document.getElementById("q").value}})}});
+  document.getElementById("said").textContent = (await r.json()).message || "";
+}}
 async function poll() {{
   try {{
     const s = await (await fetch("stats{query}")).json();
@@ -123,6 +129,7 @@ class PreviewServer(SinkBase):
         self.token_generated = host not in LOCAL_HOSTS and not token
         self.token = secrets.token_urlsafe(16) if self.token_generated else token
         self.stats = stats or (lambda: {"sources": []})
+        self.prompts = None  # set by the run for a model that takes text: the PromptHead (POST /prompt)
         self._quality = quality
         self._cond = threading.Condition()
         self.sources = sources  # a multi-source run: one stream per source (?source=N)
@@ -281,12 +288,21 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"no such source\n", "text/plain")
                 return
             if url.path in ("/", "/index.html"):
+                controls = ""
+                if server.prompts is not None:
+                    controls = ('<form onsubmit="prompt(event)" style="text-align:center">segment: <input id="q" '
+                                f'size="60" value="{html.escape(", ".join(server.prompts.prompts))}"> '
+                                '<button>apply</button> <span id="said"></span></form>')
                 images = "".join(f'<img src="stream.mjpg?source={quote(key)}{"&" + token if token else ""}" '
                                  f'alt="streamseg live view {html.escape(key)}">' for key in server.source_keys())
-                self._send(200, _PAGE.format(query=query, images=images).encode(), "text/html; charset=utf-8")
+                self._send(200, _PAGE.format(query=query, images=images, controls=controls).encode(),
+                           "text/html; charset=utf-8")
             elif url.path == "/stats":
                 body = dict(server.stats())
                 body["viewers"] = server.viewers
+                if server.prompts is not None:
+                    body["prompts"] = list(server.prompts.prompts)
+                    body["prompt_changes"] = server.prompts.changes
                 self._send(200, json.dumps(body).encode(), "application/json")
             elif url.path == "/metrics":
                 from .metrics import CONTENT_TYPE, metrics_text
@@ -307,6 +323,50 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 self._stream(source)
             else:
                 self._send(404, b"not found\n", "text/plain")
+
+        def do_POST(self) -> None:  # noqa: N802 - the base class's name
+            try:
+                self._post()
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                self.close_connection = True
+            except Exception:  # noqa: BLE001 - one bad request never prints a traceback or stops the server
+                log.debug("serve: request failed", exc_info=True)
+                self.close_connection = True
+
+        def _answer(self, code: int, message: str, **more: object) -> None:
+            self._send(code, json.dumps({"message": message, **more}).encode(), "application/json")
+
+        def _post(self) -> None:
+            """``POST /prompt`` ``{"prompt": "person, red car"}``: the prompt set from the next batch on. JSON only,
+            so a page on another site cannot post it (a cross-site JSON request needs CORS, never granted here)."""
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if 0 < length <= 8192 else b""
+            if not server.host_allowed(self.headers.get("Host")):
+                return self._answer(403, "forbidden: this Host is not this server")
+            try:
+                url = urlparse(self.path)
+                params = parse_qs(url.query)
+            except ValueError:
+                return self._answer(400, "bad request")
+            if not server.authorised(self, params):
+                return self._answer(403, "forbidden: this server needs ?token=...")
+            if url.path != "/prompt":
+                return self._answer(404, "not found")
+            if server.prompts is None:
+                return self._answer(404, "this model takes no text prompts")
+            if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+                return self._answer(415, 'send JSON: {"prompt": "person, red car"}')
+            try:
+                text = json.loads(body or b"null")["prompt"]
+                if not isinstance(text, str):
+                    raise TypeError
+            except (ValueError, TypeError, KeyError):
+                return self._answer(400, 'send JSON: {"prompt": "person, red car"}')
+            try:
+                prompts = server.prompts.set_prompts(text)
+            except InputError as exc:
+                return self._answer(400, str(exc))
+            self._answer(200, f"segmenting: {', '.join(prompts)}", prompts=list(prompts))
 
         def _stream(self, source: int) -> None:
             self.send_response(200)

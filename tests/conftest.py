@@ -239,6 +239,38 @@ def save_tiny_oneformer(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
+def save_tiny_clipseg(folder: Path, *, seed: int = 0) -> Path:
+    """A CLIPSeg with random weights, its tokenizer built in memory from a character vocabulary, and a 64x64
+    ViT image processor: loaded as users load CIDAS/clipseg-rd64-refined."""
+    import string
+
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokenizer, ViTImageProcessorPil
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in string.ascii_lowercase + string.digits + " ,.-'":
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    config = CLIPSegConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                           image_size=64, patch_size=16),
+        projection_dim=16, extract_layers=[0, 1, 2], reduce_dim=16, decoder_num_attention_heads=2,
+        decoder_intermediate_size=32)
+    torch.manual_seed(seed)
+    CLIPSegForImageSegmentation(config).eval().save_pretrained(folder)
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
+    ViTImageProcessorPil(size={"height": 64, "width": 64}, image_mean=[0.485, 0.456, 0.406],
+                         image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clipseg(tmp_path_factory) -> Path:
+    return save_tiny_clipseg(tmp_path_factory.mktemp("tiny-clipseg"))
+
+
 @pytest.fixture(scope="session")
 def tiny_oneformer(tmp_path_factory) -> Path:
     return save_tiny_oneformer(tmp_path_factory.mktemp("tiny-oneformer"))
