@@ -5,7 +5,9 @@
 #    along with the tree) and the project with --no-deps;
 # 2. pytest -m cuda (the tests that need a device), its outcome as JSON;
 # 3. python -m benchmarks.gpu: forward at batch 1-128 eager and compiled, the 720p file job beside every
-#    stage alone, 8/16/32 live 720p streams (JSON).
+#    stage alone, 8/16/32 live 720p streams (JSON);
+# 4. python -m benchmarks.prompts on cuda: frames/s against 1/4/16 text prompts (streamseg vs the reference
+#    loop, CLIPSeg-rd64's architecture) and against 1/4/16 objects tracked by point (SAM 2.1 hiera-tiny's).
 # --dry-run: the same steps on the CPU with tiny sizes (checks the script; the cuda tests are skipped).
 # Results: OUT_DIR (default benchmarks/results)/DATE-gpu*.json; copy them into the repo and commit them.
 set -uo pipefail
@@ -43,3 +45,8 @@ with open(name, "w") as f:
 print("written to", name)
 PY
 python3 -m benchmarks.gpu --out "$out" $dry
+if [ -n "$dry" ]; then
+    python3 -m benchmarks.prompts --device cpu --prompts 1,2 --objects 1,2 --frames 3 --size 160x96 --out /tmp/prompts-dry
+else
+    python3 -m benchmarks.prompts --device cuda --frames 24 --size 1280x720 --out "$out"
+fi

@@ -264,7 +264,8 @@ class Run(Closing):
             segment = self.tuner = ThreadTuner(segment, self.threads.tuned_counts)
         if config.model.infer_every > 1:
             segment = EveryNth(segment, config.model.infer_every)
-        if self.segmenter.task is not Task.SEMANTIC:  # instance/panoptic: track ids, after any reused labels
+        tracks_itself = getattr(self.segmenter.head, "tracks_itself", False)  # SAM2 video: its object ids
+        if self.segmenter.task is not Task.SEMANTIC and not tracks_itself:  # instance/panoptic: track ids
             segment = Tracked(segment, buffer=config.model.track_buffer)
         pipeline = Pipeline(routes, segment, batch_size=config.batch_size,
                             channel_size=config.channel_size, drop_policy=config.drop_policy,
@@ -278,8 +279,11 @@ class Run(Closing):
                 pipeline.request_stop()
         if self.server is not None:
             self.server.stats = pipeline.snapshot
-            if hasattr(self.segmenter.head, "set_prompts"):  # a model that takes text: POST /prompt
-                self.server.prompts = self.segmenter.head
+            head = self.segmenter.head
+            if hasattr(head, "set_prompts"):  # a model that takes text: POST /prompt
+                self.server.prompts = head
+            if hasattr(head, "add_point"):  # a model that tracks what it is shown: POST /point
+                self.server.points = head
         total = pipeline.run()
         return self._report(routes, total, stills)
 

@@ -1,7 +1,8 @@
-"""The command line's vocabulary: one parser with subcommands, shared argument groups, argv -> frozen configs.
+"""The command line's vocabulary: one parser with subcommands and shared argument groups (read back into frozen
+configs by :mod:`streamseg.arguments_read`).
 
 Every subcommand takes the flags of a group the same way, because each group is added by one
-function here and read back by one function here:
+function here and read back by one function there:
 
 =================  ==========================================  =======================
 group              flags                                       config
@@ -21,8 +22,7 @@ import argparse
 from pathlib import Path
 
 from . import __version__
-from .config import (DEFAULT_MODEL, DropPolicy, DType, Engine, InputConfig, ModelConfig, OutputConfig, RenderConfig,
-                     RunConfig, Style, Task, parse_seconds)
+from .config import DEFAULT_MODEL, DropPolicy, DType, Engine, Style, Task, parse_seconds
 
 COMMANDS = ("run", "batch", "fleet", "bench")
 _COMMANDS_HELP = """commands:
@@ -120,6 +120,9 @@ def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DE
     g.add_argument("--prompt-threshold", type=float, default=0.5, metavar="P",
                    help="--prompt: a pixel takes its most probable text when that probability is at least P "
                         "(default 0.5), else no segment")
+    g.add_argument("--point", action="append", default=[], metavar="X,Y",
+                   help="track the object at source pixel X,Y from each source's first frame (repeatable), with a "
+                        "SAM 2 video model (--model facebook/sam2.1-hiera-tiny, EdgeTAM); --serve adds clicks")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models that run their own code")
     g.add_argument("--threads", type=_threads, default="auto", metavar="N|auto|library",
                    help="the forward's torch threads (auto: every core this process may use, or half of them when "
@@ -219,17 +222,23 @@ def add_general_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--debug", action="store_true", help="log everything and show tracebacks")
 
 
+def add_ray_args(g) -> None:
+    """Where the work runs (``batch`` and ``fleet``): the Ray cluster and each worker's share of it."""
+    g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster (host:6379, ray://host:10001 or auto); "
+                                                    "default: start a local Ray")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="Ray actors, each with its own model (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per worker (default 0: CPU)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                   help="CPUs per worker, also its forward's threads (default 1)")
+
+
 def add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUTS",
                    help="video files, folders (their videos), globs ('clips/**/*.mp4') or text files of paths/URLs")
     g = p.add_argument_group("Ray and outputs")
     g.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
                    help="folder for NAME-HASH.mp4 per input and manifest.jsonl (created; its parent must exist)")
-    g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster (ray://host:10001 or auto); "
-                                                    "default: start a local Ray")
-    g.add_argument("--workers", type=int, default=1, metavar="N", help="actors, each with its own model (default 1)")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per actor (default 0: CPU)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs per actor (default 1)")
+    add_ray_args(g)
     g.add_argument("--json", action="store_true", help="also write NAME-HASH.jsonl (segments per frame)")
     g.add_argument("--json-masks", action="store_true", help="add each segment's mask to the JSON as COCO RLE")
     g.add_argument("--masks", action="store_true", help="also write NAME-HASH.masks/ (a label PNG per frame)")
@@ -241,12 +250,7 @@ def add_fleet_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Ray, workers and outputs")
     g.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
                    help="folder for OUTDIR/NAME/rec-NNN.mp4 per source (created; its parent must exist)")
-    g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster (host:6379, ray://host:10001 or auto); "
-                                                    "default: start a local Ray")
-    g.add_argument("--workers", type=int, default=1, metavar="N", help="Ray actors, each with its own model (default 1)")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per worker (default 0: CPU)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
-                   help="CPUs per worker, also its forward's threads (default 1)")
+    add_ray_args(g)
     g.add_argument("--max-restarts", type=int, default=-1, metavar="N",
                    help="Ray restarts of a worker that dies (default -1: always)")
     g.add_argument("--segment-time", type=_seconds, default=300.0, metavar="TIME",
@@ -323,93 +327,3 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if not argv or (argv[0] not in COMMANDS and argv[0] != "--version"):
         argv = ["run", *argv]
     return build_parser().parse_args(argv)
-
-
-# -- argv -> configs ---------------------------------------------------------------------------
-def model_config(args: argparse.Namespace, *, name: str | None = None) -> ModelConfig:
-    from .prompts import parse_prompts
-
-    return ModelConfig(name=name or args.model, device=args.device, dtype=DType(args.dtype),
-                       trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
-                       mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
-                       smooth=args.smooth, compile=args.compile, engine=Engine(args.engine), size=args.size,
-                       infer_every=args.infer_every, track_buffer=args.track_buffer,
-                       prompts=parse_prompts(args.prompt) if args.prompt is not None else (),
-                       prompt_threshold=args.prompt_threshold)
-
-
-def render_config(args: argparse.Namespace) -> RenderConfig:
-    return RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=Style(args.style),
-                        labels=args.labels, classes=args.classes, exclude=args.exclude, keep=args.keep,
-                        background=args.background, blend=args.blend)
-
-
-def run_config(args: argparse.Namespace) -> RunConfig:
-    from .errors import InputError
-
-    if args.camera is None and not args.input:
-        raise InputError("give an INPUT (file, folder, URL) or --camera N")
-    if args.camera is not None and args.input:
-        raise InputError("give either INPUT or --camera N, not both")
-    sources = tuple(args.input) if args.input else (f"camera:{args.camera}",)
-    from .publish import is_publish_target
-    from .resources import is_url
-
-    publish = tuple(o for o in args.output if is_publish_target(o))
-    files = [Path(o) for o in args.output if not is_publish_target(o)]
-    if len(files) > 1:
-        raise InputError(f"-o: one file or folder output at most (got {', '.join(map(str, files))}); streams to "
-                         "publish (rtmp://, rtsp://, srt://, udp://, tcp://, .m3u8) may be added")
-    if publish and len(sources) > 1:
-        raise InputError("publishing a stream takes one input (several inputs: run one streamseg per stream)")
-    from .files import same_file
-
-    for target in (t for t in publish if t.lower().endswith(".m3u8")):
-        if any(not is_url(src) and same_file(Path(target), Path(src)) for src in sources):
-            raise InputError(f"-o {target} is an input: choose another playlist name")
-    live_window = args.camera is not None
-    display = args.display or (not args.no_display and ((not args.output and args.serve is None) or live_window))
-    return RunConfig(
-        sources=sources,
-        model=model_config(args),
-        render=render_config(args),
-        outputs=OutputConfig(output=files[0] if files else None, publish=publish, hls_time=args.hls_time,
-                             hls_list_size=args.hls_list_size, publish_reconnect=args.reconnect,
-                             publish_reconnect_max_delay=args.reconnect_max_delay, display=display, json_path=args.json, json_masks=args.json_masks,
-                             masks_dir=args.masks, masks_by=args.masks_by, segment_time=args.segment_time, serve=args.serve,
-                             serve_token=args.serve_token, serve_hosts=tuple(args.serve_host),
-                             encoder=args.encoder),
-        input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,
-                          duration=args.duration, max_latency=args.max_latency),
-        batch_size=args.batch_size,
-        drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
-        threads=args.threads if isinstance(args.threads, int) else None,
-        manage_threads=args.threads != "library",
-    )
-
-
-def batch_config(args: argparse.Namespace):
-    """``streamseg batch`` argv -> :class:`~streamseg.batch.BatchConfig` (the model and render groups as for run)."""
-    from .batch import BatchConfig
-
-    return BatchConfig(inputs=tuple(args.inputs), outdir=args.output, model=model_config(args),
-                       render=render_config(args), batch_size=args.batch_size, ray_address=args.ray,
-                       workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                       json_export=args.json, json_masks=args.json_masks, masks_export=args.masks)
-
-
-def fleet_config(args: argparse.Namespace):
-    """``streamseg fleet`` argv -> :class:`~streamseg.fleet_plan.FleetConfig` (model, render and input as for run)."""
-    from .fleet_plan import RECORDING, FleetConfig
-
-    return FleetConfig(
-        sources=tuple(args.sources), outdir=args.output, model=model_config(args), render=render_config(args),
-        input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,
-                          duration=args.duration, max_latency=args.max_latency),
-        outputs=OutputConfig(output=Path(RECORDING), segment_time=args.segment_time, json_masks=args.json_masks,
-                             json_path=Path(RECORDING) if args.json else None, masks_by=args.masks_by,
-                             encoder=args.encoder),
-        batch_size=args.batch_size, drop_policy=args.drop_policy, json_export=args.json, masks_export=args.masks,
-        ray_address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-        cpus_per_worker=args.cpus_per_worker, max_restarts=args.max_restarts, serve=args.serve,
-        serve_token=args.serve_token, serve_hosts=tuple(args.serve_host))

@@ -58,16 +58,20 @@ class BatchConfig:
     masks_export: bool = False
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise InputError(f"--workers must be 1 or more, got {self.workers}")
-        for name in ("gpus_per_worker", "cpus_per_worker"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InputError(f"invalid --{name.replace('_', '-')} {value}: expected a number, 0 or more")
+        check_workers(self.workers, self.gpus_per_worker, self.cpus_per_worker)
         if self.batch_size < 1:
             raise InputError(f"invalid batch size {self.batch_size}: expected 1 or more")
         if self.json_masks and not self.json_export:
             raise InputError("--json-masks needs --json")
+
+
+def check_workers(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
+    """``--workers``, ``--gpus-per-worker`` and ``--cpus-per-worker`` (batch and fleet). Raises InputError."""
+    if workers < 1:
+        raise InputError(f"--workers must be 1 or more, got {workers}")
+    for name, value in (("gpus-per-worker", gpus_per_worker), ("cpus-per-worker", cpus_per_worker)):
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"invalid --{name} {value}: expected a number, 0 or more")
 
 
 # -- inputs and names ------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .arguments import batch_config, fleet_config, model_config, parse, run_config
+from .arguments import parse
+from .arguments_read import batch_config, fleet_config, model_config, run_config
 from .errors import InputError, StreamsegError
 
 log = logging.getLogger("streamseg")

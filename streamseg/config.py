@@ -95,6 +95,7 @@ class ModelConfig:
     track_buffer: int = 30  # instance/panoptic: frames a track outlives its last match (then its id is retired)
     prompts: tuple[str, ...] = ()  # text prompts (CLIPSeg): each a class named by its text
     prompt_threshold: float = 0.5  # a pixel takes its best prompt when that prompt's probability is at least this
+    points: tuple[tuple[float, float], ...] = ()  # SAM2 video: objects to track from each source's first frame
 
     def __post_init__(self) -> None:
         dev = self.device

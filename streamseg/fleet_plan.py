@@ -6,7 +6,6 @@ Nothing here touches Ray, a model or a file; the driver (:mod:`streamseg.fleet`)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +52,9 @@ class FleetConfig:
         object.__setattr__(self, "sources", tuple(self.sources))
         if not self.sources:
             raise InputError("give the live sources to record: URLs, camera:N, or text files of them")
-        if self.workers < 1:
-            raise InputError(f"--workers must be 1 or more, got {self.workers}")
-        for name in ("gpus_per_worker", "cpus_per_worker"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InputError(f"invalid --{name.replace('_', '-')} {value}: expected a number, 0 or more")
+        from .batch import check_workers
+
+        check_workers(self.workers, self.gpus_per_worker, self.cpus_per_worker)
         if self.max_restarts < -1:
             raise InputError(f"invalid --max-restarts {self.max_restarts}: expected -1 (always) or 0 or more")
         if self.batch_size < 1:

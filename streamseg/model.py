@@ -24,6 +24,7 @@ from .config import DType, Engine, ModelConfig, Task
 from .errors import InputError, ModelLoadError, StreamsegError
 from .frames import Frame, SegmentationResult
 from .preprocess import PreprocessSpec, Preprocessor
+from .point_tracking import load_point_head
 from .prompts import load_prompt_head
 from .semantic import SemanticHead
 from .universal import UniversalHead, oneformer_task_tokens, supported_tasks
@@ -180,6 +181,12 @@ class Segmenter:
         prompted = load_prompt_head(name, hub, config, device, dtype, model_type)  # CLIPSeg and --prompt
         if prompted is not None:
             return cls._prompted(prompted, name, hub, config, device, dtype)
+        tracker = load_point_head(name, hub, config, device, dtype, model_type)  # SAM2 video and --point
+        if tracker is not None:
+            size = tracker.image_size  # SAM2's processor: a square, ImageNet's mean and std (torch, not torchvision)
+            log.info("loaded %s (point tracking) on %s as %s", name, device, dtype)
+            return cls(tracker, Preprocessor(PreprocessSpec(size={"height": size, "width": size}), device=device,
+                                             dtype=dtype), id2label=tracker.id2label, num_labels=1, name=config.name)
         semantic_head = model_type in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
         if semantic_head:
             auto = AutoModelForSemanticSegmentation

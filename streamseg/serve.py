@@ -19,7 +19,6 @@ in a log line.
 from __future__ import annotations
 
 import hmac
-import html
 import ipaddress
 import json
 import logging
@@ -28,7 +27,7 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, quote, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import cv2
 
@@ -36,34 +35,11 @@ from .errors import InputError, OutputError
 from .frames import Frame
 from .resources import redact
 from .roles import SinkBase
+from .serve_page import page
 
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>streamseg</title>
-<style>body{{margin:0;background:#111;color:#ddd;font:14px sans-serif}}img{{display:block;max-width:100vw;
-max-height:calc(100vh - 2em);margin:auto}}#stats{{padding:.3em 1em}}</style></head>
-<body>{images}{controls}<div id="stats">connecting...</div>
-<script>
-async function prompt(event) {{
-  event.preventDefault();
-  const r = await fetch("prompt{query}", {{method: "POST", headers: {{"Content-Type": "application/json"}},
-                                         body: JSON.stringify({{prompt: document.getElementById("q").value}})}});
-  document.getElementById("said").textContent = (await r.json()).message || "";
-}}
-async function poll() {{
-  try {{
-    const s = await (await fetch("stats{query}")).json();
-    document.getElementById("stats").textContent = s.sources.map(x =>
-      `${{x.source}}: ${{x.fps.toFixed(1)}} fps, ${{x.frames_written}} frames, ${{x.frames_dropped}} dropped, ` +
-      `${{x.reconnects}} reconnects, latency p50 ${{x.latency_ms.p50.toFixed(0)}} ms`).join(" | ");
-  }} catch (e) {{ document.getElementById("stats").textContent = "disconnected"; }}
-  setTimeout(poll, 1000);
-}}
-poll();
-</script></body></html>
-"""
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -130,6 +106,7 @@ class PreviewServer(SinkBase):
         self.token = secrets.token_urlsafe(16) if self.token_generated else token
         self.stats = stats or (lambda: {"sources": []})
         self.prompts = None  # set by the run for a model that takes text: the PromptHead (POST /prompt)
+        self.points = None  # ... for a model that tracks what it is shown: the PointTrackerHead (POST /point)
         self._quality = quality
         self._cond = threading.Condition()
         self.sources = sources  # a multi-source run: one stream per source (?source=N)
@@ -288,15 +265,7 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"no such source\n", "text/plain")
                 return
             if url.path in ("/", "/index.html"):
-                controls = ""
-                if server.prompts is not None:
-                    controls = ('<form onsubmit="prompt(event)" style="text-align:center">segment: <input id="q" '
-                                f'size="60" value="{html.escape(", ".join(server.prompts.prompts))}"> '
-                                '<button>apply</button> <span id="said"></span></form>')
-                images = "".join(f'<img src="stream.mjpg?source={quote(key)}{"&" + token if token else ""}" '
-                                 f'alt="streamseg live view {html.escape(key)}">' for key in server.source_keys())
-                self._send(200, _PAGE.format(query=query, images=images, controls=controls).encode(),
-                           "text/html; charset=utf-8")
+                self._send(200, page(server, query, token).encode(), "text/html; charset=utf-8")
             elif url.path == "/stats":
                 body = dict(server.stats())
                 body["viewers"] = server.viewers
@@ -337,7 +306,8 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             self._send(code, json.dumps({"message": message, **more}).encode(), "application/json")
 
         def _post(self) -> None:
-            """``POST /prompt`` ``{"prompt": "person, red car"}``: the prompt set from the next batch on. JSON only,
+            """``POST /prompt`` ``{"prompt": "person, red car"}``: the prompt set from the next batch on; ``POST /point``
+            ``{"x": 320, "y": 180, "source": 0, "remove": false}``: track the object there (or stop). JSON only,
             so a page on another site cannot post it (a cross-site JSON request needs CORS, never granted here)."""
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if 0 < length <= 8192 else b""
@@ -350,23 +320,37 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 return self._answer(400, "bad request")
             if not server.authorised(self, params):
                 return self._answer(403, "forbidden: this server needs ?token=...")
-            if url.path != "/prompt":
+            if url.path not in ("/prompt", "/point"):
                 return self._answer(404, "not found")
-            if server.prompts is None:
-                return self._answer(404, "this model takes no text prompts")
+            control = server.prompts if url.path == "/prompt" else server.points
+            if control is None:
+                return self._answer(404, "this model takes no text prompts" if url.path == "/prompt" else
+                                    "this model takes no points")
+            usage = ('send JSON: {"prompt": "person, red car"}' if url.path == "/prompt" else
+                     'send JSON: {"x": 320, "y": 180, "source": 0, "remove": false}')
             if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
-                return self._answer(415, 'send JSON: {"prompt": "person, red car"}')
+                return self._answer(415, usage)
             try:
-                text = json.loads(body or b"null")["prompt"]
-                if not isinstance(text, str):
-                    raise TypeError
+                data = json.loads(body or b"null")
+                if url.path == "/prompt":
+                    args = (data["prompt"],)
+                    if not isinstance(args[0], str):
+                        raise TypeError
+                else:
+                    args = (float(data["x"]), float(data["y"]), int(data.get("source", 0)))
+                    if not 0 <= args[2] < server.sources:
+                        raise ValueError
             except (ValueError, TypeError, KeyError):
-                return self._answer(400, 'send JSON: {"prompt": "person, red car"}')
+                return self._answer(400, usage)
             try:
-                prompts = server.prompts.set_prompts(text)
+                if url.path == "/prompt":
+                    prompts = control.set_prompts(*args)
+                    return self._answer(200, f"segmenting: {', '.join(prompts)}", prompts=list(prompts))
+                (control.remove_point if data.get("remove") else control.add_point)(*args)
             except InputError as exc:
                 return self._answer(400, str(exc))
-            self._answer(200, f"segmenting: {', '.join(prompts)}", prompts=list(prompts))
+            self._answer(200, f"{'removing the object at' if data.get('remove') else 'tracking'} "
+                              f"{args[0]:g},{args[1]:g}")
 
         def _stream(self, source: int) -> None:
             self.send_response(200)

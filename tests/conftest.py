@@ -266,6 +266,40 @@ def save_tiny_clipseg(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
+def save_tiny_sam2(folder: Path, *, seed: int = 0, size: int = 128) -> Path:
+    """A SAM 2 video model with random weights: the Hiera backbone, memory attention and memory encoder of
+    facebook/sam2.1-hiera-tiny's design, scaled down (128x128 input, 1.4 M parameters)."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    s = size
+    config = Sam2VideoConfig(
+        vision_config=dict(
+            backbone_config=dict(model_type="sam2_hiera_det_model", hidden_size=16, image_size=[s, s],
+                                 blocks_per_stage=[1, 2, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                                 num_attention_heads_per_stage=[1, 1, 2, 2], window_size_per_stage=[8, 4, 4, 2],
+                                 global_attention_blocks=[2, 4], window_positional_embedding_background_size=[2, 2]),
+            backbone_channel_list=[128, 64, 32, 16], fpn_hidden_size=128,
+            backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]]),
+        prompt_encoder_config=dict(hidden_size=128, image_size=s, patch_size=16),
+        mask_decoder_config=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, mlp_dim=128,
+                                 iou_head_hidden_dim=32),
+        image_size=s, memory_attention_hidden_size=128, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=128, memory_attention_rope_feat_sizes=[s // 16, s // 16],
+        memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=64)
+    torch.manual_seed(seed)
+    model = Sam2VideoModel(config).eval()
+    with torch.no_grad():  # random weights score every object as absent: lift the object score so they show
+        model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(4.0)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2(tmp_path_factory) -> Path:
+    return save_tiny_sam2(tmp_path_factory.mktemp("tiny-sam2"))
+
+
 @pytest.fixture(scope="session")
 def tiny_clipseg(tmp_path_factory) -> Path:
     return save_tiny_clipseg(tmp_path_factory.mktemp("tiny-clipseg"))

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from streamseg.arguments import batch_config, build_parser, parse, run_config
+from streamseg.arguments import build_parser, parse
+from streamseg.arguments_read import batch_config, run_config
 from streamseg.cli import main
 from streamseg.config import Style
 
