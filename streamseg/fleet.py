@@ -198,8 +198,8 @@ class Fleet(Closing):
                     self._on_lost(w, _actor_error(exc), dead=True)
                 except ray.exceptions.RayActorError as exc:  # restarting
                     self._on_lost(w, _actor_error(exc))
-            elif w.up and now - w.asked_at > self.config.resume_timeout:
-                self._on_lost(w, f"no answer for {now - w.asked_at:.0f} s")
+            elif w.up and now - w.asked_at > self.config.resume_timeout:  # waited already: its sources move now
+                self._on_lost(w, f"no answer for {now - w.asked_at:.0f} s", wait=False)
                 ray.kill(w.actor, no_restart=False)  # Ray restarts it; its sources move meanwhile
                 w.pending = None
         self._reassign()
@@ -236,13 +236,17 @@ class Fleet(Closing):
                 source.key = key
             source.worker, source.last = w.name, figures
 
-    def _on_lost(self, w: _Worker, why: str, *, dead: bool = False) -> None:
+    def _on_lost(self, w: _Worker, why: str, *, dead: bool = False, wait: bool = True) -> None:
+        """``w`` died or hangs. Its sources wait ``move_after`` seconds for Ray to restart it, unless it is ``dead``
+        (no restart left) or they were already kept waiting (``wait=False``)."""
         w.dead = w.dead or dead
         if not w.up:
             return
-        w.up, w.lost, w.lost_at = False, w.lost + 1, time.monotonic()
-        wait = "" if dead else f" if it is not back within {self.config.move_after:g} s"
-        self.say(f"{w.name} lost ({why}): its sources move to the other workers{wait}")
+        wait = wait and not dead
+        w.up, w.lost = False, w.lost + 1
+        w.lost_at = time.monotonic() - (0.0 if wait else self.config.move_after)
+        note = f" if it is not back within {self.config.move_after:g} s" if wait else ""
+        self.say(f"{w.name} lost ({why}): its sources move to the other workers{note}")
         for source in self._sources.values():
             if source.worker == w.name:
                 self._fold(source)
@@ -266,6 +270,9 @@ class Fleet(Closing):
         plan = spread(live, [w.name for w in holders], {w.name: list(w.assigned) for w in holders})
         for w in self._workers:
             want = {n: self._sources[n].spec for n in plan.get(w.name, [])}
+            if not w.up and w.assigned and not want:
+                self.say(f"{w.name} is still lost: moving its {len(w.assigned)} "
+                         f"source{'s' if len(w.assigned) != 1 else ''} to the other workers")
             for name in set(w.assigned) - set(want):  # re-spread: it stops here and starts on another worker
                 source = self._sources[name]
                 if source.worker == w.name:

@@ -44,7 +44,7 @@ class FleetConfig:
     serve_hosts: tuple[str, ...] = ()
     orphan_timeout: float = 20.0  # a worker that hears nothing from its driver this long stops its sources
     resume_timeout: float = 10.0  # a worker that answers nothing this long is killed (Ray restarts it)
-    move_after: float = 10.0  # a lost worker's sources wait this long for Ray to restart it, then move
+    move_after: float = 15.0  # a lost worker's sources wait this long for Ray to restart it, then move
     relay_fps: float = 5.0  # --serve: frames per second fetched from a worker per watched source, at most
     relay_width: int = 640  # ... scaled down to this width
 

@@ -209,7 +209,8 @@ def test_a_fleet_resumes_a_killed_workers_sources_and_sigterm_stops_every_worker
             stats, gap = _wait(resumed, 60, "the killed worker's sources to resume", step=0.2)
             assert gap <= 30, gap
             rows = {s["source"]: s for s in stats["sources"]}
-            assert all(rows[n]["restarts"] == 0 for n in rows if n not in moved)  # the others never stopped
+            if "is still lost" not in log.read_text():  # Ray restarted it in time: its sources waited for it
+                assert all(rows[n]["restarts"] == 0 for n in rows if n not in moved)  # and the others never stopped
             pids |= {w["pid"] for w in stats["workers"] if w["pid"]}
             jpeg = _get(port, f"/frame.jpg?source={sorted(moved)[0]}")
             assert jpeg[:2] == b"\xff\xd8"
