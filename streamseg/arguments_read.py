@@ -97,6 +97,7 @@ def fleet_config(args: argparse.Namespace):
                              json_path=Path(RECORDING) if args.json else None, masks_by=args.masks_by,
                              encoder=args.encoder),
         batch_size=args.batch_size, drop_policy=args.drop_policy, json_export=args.json, masks_export=args.masks,
+        forward_threads=args.threads if isinstance(args.threads, int) else None,
         ray_address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_restarts=args.max_restarts, serve=args.serve,
         serve_token=args.serve_token, serve_hosts=tuple(args.serve_host))

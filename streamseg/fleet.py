@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 
 from .batch import INSTALL_HINT, expand_inputs, init_ray
 from .errors import InputError
-from .fleet_plan import FleetConfig, spread
-from .outputs import unique_names
+from .fleet_plan import FleetConfig, fleet_names, spread
 from .resources import Closing, check_parent_folder, redact
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,7 @@ class Fleet(Closing):
         specs = expand_inputs(config.sources)
         if not specs:
             raise InputError("no sources: give URLs, camera:N or text files of them")
-        names = unique_names(specs)
+        names = fleet_names(specs)
         self._sources = {n: _Source(n, s) for n, s in zip(names, specs)}
         outdir = config.outdir
         if outdir.exists() and not outdir.is_dir():

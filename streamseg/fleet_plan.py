@@ -26,6 +26,7 @@ class FleetConfig:
     sources: tuple[str, ...]
     outdir: Path
     model: ModelConfig = ModelConfig()
+    forward_threads: int | None = None  # --threads N: each worker's forward threads (None: its CPUs, tuned)
     render: RenderConfig = RenderConfig()
     input: InputConfig = InputConfig()
     outputs: OutputConfig = field(default_factory=lambda: OutputConfig(output=Path(RECORDING),
@@ -66,6 +67,21 @@ class FleetConfig:
     def threads(self) -> int:
         """Each worker's forward threads: its CPUs."""
         return max(1, int(self.cpus_per_worker))
+
+
+def fleet_names(specs: Sequence[str]) -> list[str]:
+    """Each source's folder name: its readable name (``cam1-s``), with 6 hex digits of the whole spec added when
+    two sources would share it. The same spec always gets the same name, in any order or company it is given,
+    so a rerun's files go on in the same folder."""
+    import hashlib
+    from collections import Counter
+
+    from .outputs import source_name
+
+    bases = [source_name(spec) for spec in specs]
+    repeated = Counter(bases)
+    return [base if repeated[base] == 1 else f"{base}-{hashlib.sha1(spec.encode()).hexdigest()[:6]}"
+            for base, spec in zip(bases, specs)]
 
 
 def spread(names: Sequence[str], workers: Sequence[str], current: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:

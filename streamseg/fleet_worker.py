@@ -208,7 +208,7 @@ class FleetWorker:
                           masks_dir=None, json_segments=True, serve=None, display=False, publish=())
         run_config = RunConfig(sources=tuple(p.spec for p in plans), model=config.model, render=config.render,
                                outputs=outputs, input=replace(config.input, duration=None),
-                               batch_size=config.batch_size,
+                               batch_size=config.batch_size, threads=config.forward_threads,
                                drop_policy=DropPolicy(config.drop_policy) if config.drop_policy else None)
         by_spec = {p.spec: p.name for p in plans}
         frames = LatestFrames()

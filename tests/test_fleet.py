@@ -51,6 +51,17 @@ def test_sources_are_spread_by_count_and_only_the_lost_workers_sources_move():
     assert spread(names, [], first) == {}
 
 
+def test_source_folders_are_readable_and_stay_the_same_in_any_order():
+    from streamseg.fleet_plan import fleet_names
+
+    specs = ["rtsp://cam1/s", "rtsp://user:pw@cam2:8554/live", "rtsp://cam1/s?sub=1", "camera:0"]
+    names = fleet_names(specs)
+    assert names[1] == "cam2-8554-live" and names[3] == "camera-0"
+    assert names[0].startswith("cam1-s-") and names[2].startswith("cam1-s-") and names[0] != names[2]
+    again = fleet_names(list(reversed(specs)))
+    assert dict(zip(specs, names)) == dict(zip(reversed(specs), again))  # a rerun writes into the same folders
+
+
 # -- one worker, in this process (no Ray) ---------------------------------------------------------
 def _segments(folder: Path) -> list[tuple[int, Path, Path]]:
     """``(number, rec-NNN.mp4, rec-NNN.jsonl)`` of a source folder, by number."""
@@ -280,3 +291,16 @@ def test_fleet_flags_are_checked_before_anything_starts(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == "streamseg: error: --workers must be 1 or more, got 0"
     proc = run_cli("fleet", "tcp://127.0.0.1:9", "-o", str(tmp_path / "missing" / "o"))
     assert proc.returncode == 2 and "output folder does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_main_commands_flags_reach_the_fleets_config(tmp_path):
+    from streamseg.arguments import parse
+    from streamseg.arguments_read import fleet_config
+
+    config = fleet_config(parse(["fleet", "tcp://h:1", "camera:2", "-o", str(tmp_path), "--workers", "3",
+                                 "--threads", "2", "--json", "--segment-time", "90s", "--style", "mask",
+                                 "--prompt", "dog, cat", "--reconnect", "4", "--serve", "8080"]))
+    assert config.sources == ("tcp://h:1", "camera:2") and config.workers == 3 and config.forward_threads == 2
+    assert config.json_export and config.outputs.segment_time == 90.0 and config.render.style.value == "mask"
+    assert config.model.prompts == ("dog", "cat") and config.input.reconnect == 4 and config.serve == "8080"
+    assert fleet_config(parse(["fleet", "tcp://h:1", "-o", str(tmp_path)])).forward_threads is None
