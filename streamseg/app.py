@@ -164,6 +164,11 @@ class Run(Closing):
             self.server = self._stack.enter_context(
                 PreviewServer(config.outputs.serve, token=config.outputs.serve_token, sources=len(sources),
                               hosts=config.outputs.serve_hosts))
+            head = self.segmenter.head  # the page shows the controls the model takes as soon as it is served
+            if hasattr(head, "set_prompts"):  # a model that takes text: POST /prompt
+                self.server.prompts = head
+            if hasattr(head, "add_point"):  # a model that tracks what it is shown: POST /point
+                self.server.points = head
             shared.append(self.server)
         for i in sorted(sources):
             renderer = Renderer(config.render, self.segmenter.id2label, self.segmenter.num_labels)
@@ -279,11 +284,6 @@ class Run(Closing):
                 pipeline.request_stop()
         if self.server is not None:
             self.server.stats = pipeline.snapshot
-            head = self.segmenter.head
-            if hasattr(head, "set_prompts"):  # a model that takes text: POST /prompt
-                self.server.prompts = head
-            if hasattr(head, "add_point"):  # a model that tracks what it is shown: POST /point
-                self.server.points = head
         total = pipeline.run()
         return self._report(routes, total, stills)
 
