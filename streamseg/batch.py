@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .config import InputConfig, ModelConfig, OutputConfig, RenderConfig, RunConfig
 from .errors import InputError, StreamsegError
-from .resources import check_parent_folder, safe_name
+from .resources import check_parent_folder, redact, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,18 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
         else:
             found.append(item)  # a missing file is recorded as failed, not fatal for the batch
     return list(dict.fromkeys(found))
+
+
+def prepare_outdir(outdir: Path) -> None:
+    """``-o OUTDIR`` of ``batch`` and ``fleet``: a folder, created by the one folder rule (its parent must exist),
+    writable. Raises InputError or OutputError."""
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"output exists and is not a folder: {outdir}")
+    if not outdir.exists():
+        check_parent_folder(outdir)
+    outdir.mkdir(exist_ok=True)
+    if not os.access(outdir, os.W_OK):
+        raise InputError(f"output folder is not writable: {outdir}")
 
 
 def output_name(spec: str) -> str:
@@ -189,7 +201,7 @@ class Annotator:
             os.replace(tmp, final)  # only a closed, complete file gets the real name
             row.update(status="done", frames=frames, duration=duration, output=final.name)
         except BaseException as exc:  # noqa: BLE001 - one bad input never stops the batch
-            row["reason"] = _one_line(exc)
+            row["reason"] = failure_reason(exc)
             for path in (tmp, *(p for p, _ in extras)):
                 _remove(path)
         row["seconds"] = time.monotonic() - t0
@@ -217,11 +229,11 @@ class Annotator:
         return stats.frames_written, duration
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    if isinstance(exc, StreamsegError):
-        return text[:300]
-    return f"{type(exc).__name__}: {text}"[:300]
+def failure_reason(exc: BaseException) -> str:
+    """Why an input or a source failed, in one line for a manifest or a fleet's status: streamseg's own message,
+    or the exception's type and first line; passwords and tokens in URLs hidden."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return redact(text if isinstance(exc, StreamsegError) else f"{type(exc).__name__}: {text}")[:300]
 
 
 def _remove(path: Path) -> None:
@@ -245,13 +257,7 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict:
     specs = expand_inputs(inputs)
     if not specs:
         raise InputError("no inputs: give video files, folders, globs or a text file of paths/URLs")
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"output exists and is not a folder: {outdir}")
-    if not outdir.exists():
-        check_parent_folder(outdir)  # the one folder rule: OUTDIR is created, its parent must exist
-    outdir.mkdir(exist_ok=True)
-    if not os.access(outdir, os.W_OK):
-        raise InputError(f"output folder is not writable: {outdir}")
+    prepare_outdir(outdir)
     manifest_path = outdir / MANIFEST
     previous = read_manifest(manifest_path)
 

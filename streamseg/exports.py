@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import OutputError, WriteError
 from .frames import SegmentationResult
-from .files import Syncer, check_replaceable, commit, next_segment_number, partial_path
+from .files import SegmentClock, Syncer, check_replaceable, commit, next_segment_number, partial_path
 from .resources import Closing, ImageFiles, check_parent_folder, short_message
 from .roles import Export  # noqa: F401  (the role these implement)
 
@@ -139,25 +139,20 @@ class SegmentedJsonExport(Closing):
         if "%" in self.path.name:
             raise OutputError(f"JSON Lines per segment need a numbered name, not a pattern: {self.path}")
         check_parent_folder(self.path)
-        self.segment_seconds, self._fps, self._masks, self._live = segment_seconds, fps, masks, live
+        self._fps, self._masks, self._live = fps, masks, live
         self._first_number = next_segment_number(self.path)
         self._current: JsonLinesExport | None = None
-        self._origin: float | None = None
-        self._number = -1
+        self._segments = SegmentClock(segment_seconds)
         self._done: list[Path] = []  # closed files that hold records
         self.files: list[Path] = []
         self.records = 0
 
     def write(self, result: SegmentationResult) -> None:
-        t = result.frame.time(self._fps)
-        self._origin = t if self._origin is None else self._origin
-        number = int((t - self._origin) // self.segment_seconds)
-        if self._current is not None and number != self._number:
+        if self._segments.rotates(result.frame.time(self._fps)) and self._current is not None:
             self._finish_current()
         if self._current is None:
             path = self.path.with_name(f"{self.path.stem}-{self._first_number + len(self.files):03d}{self.path.suffix}")
             self._current = JsonLinesExport(path, masks=self._masks, live=self._live)
-            self._number = number
             self.files.append(path)
         self._current.write(result)
         self.records += 1

@@ -96,6 +96,26 @@ def next_segment_number(path: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
+class SegmentClock:
+    """``--segment-time``'s rule: segment k holds the frames at input times ``[k, k + 1) * seconds`` after the first.
+
+    :class:`~streamseg.video_files.SegmentedVideoSink` and :class:`~streamseg.exports.SegmentedJsonExport` both
+    rotate by it, so a fleet's ``rec-007.mp4`` and ``rec-007.jsonl`` hold the same frames.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._origin: float | None = None  # input time (s) of the first frame
+        self._number = -1
+
+    def rotates(self, t: float) -> bool:
+        """Whether the frame at input time ``t`` (seconds) is in another segment than the frame before it."""
+        self._origin = t if self._origin is None else self._origin
+        number = int((t - self._origin) // self.seconds)
+        changed, self._number = number != self._number, number
+        return changed
+
+
 class Syncer:
     """``fsync`` a file at most once per ``interval`` seconds, so that what was written survives a power cut
     without a sync per frame. Opens its own read-only descriptor (Linux syncs the file through any)."""

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .batch import INSTALL_HINT, expand_inputs, init_ray
+from .batch import INSTALL_HINT, expand_inputs, init_ray, prepare_outdir
 from .errors import InputError
 from .fleet_plan import FleetConfig, fleet_names, spread
-from .resources import Closing, check_parent_folder, redact
+from .resources import Closing, redact
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,25 @@ class _Source:
     ended: bool = False
     down_since: float | None = None  # not running since (after it once ran)
 
+    def fold(self) -> None:
+        """Its run is over: add that run's counters to the totals of earlier runs."""
+        if self.last is not None:
+            for k in COUNTERS:
+                self.base[k] += self.last.get(k, 0) or 0
+            self.restarts += 1
+            self.last = None
+
+    def stopped(self, now: float) -> None:
+        """It no longer runs where it ran (its worker lost, or it moved): waiting for a worker since ``now``."""
+        self.fold()
+        self.worker, self.key = None, None
+        self.down_since = self.down_since or now
+
+    def totals(self) -> dict[str, int]:
+        """Its counters over every run so far."""
+        last = self.last or {}
+        return {k: self.base[k] + (last.get(k, 0) or 0) for k in COUNTERS}
+
 
 @dataclass
 class FleetReport:
@@ -93,6 +111,7 @@ class Fleet(Closing):
         self.view = None
         self._ray = None
         self._started_ray = False
+        self._workers_stopped = False  # every actor ended by _stop_workers
         self._closed = False
 
     # -- control ----------------------------------------------------------------------------------
@@ -131,13 +150,7 @@ class Fleet(Closing):
         names = fleet_names(specs)
         self._sources = {n: _Source(n, s) for n, s in zip(names, specs)}
         outdir = config.outdir
-        if outdir.exists() and not outdir.is_dir():
-            raise InputError(f"output exists and is not a folder: {outdir}")
-        if not outdir.exists():
-            check_parent_folder(outdir)
-        outdir.mkdir(exist_ok=True)
-        if not os.access(outdir, os.W_OK):
-            raise InputError(f"output folder is not writable: {outdir}")
+        prepare_outdir(outdir)
         self._ray = ray
         self._started_ray = not ray.is_initialized() and not config.ray_address
         init_ray(ray, config.ray_address, config.gpus_per_worker, config.workers, config.cpus_per_worker)
@@ -227,7 +240,7 @@ class Fleet(Closing):
                 continue
             key = (w.name, status["incarnation"], status["run"])
             if source.key != key:  # a new run of this source: what the earlier one counted is kept
-                self._fold(source)
+                source.fold()
                 if source.down_since is not None:
                     self.say(f"source {source.name} resumed on {w.name} after "
                              f"{time.monotonic() - source.down_since:.1f} s")
@@ -246,18 +259,10 @@ class Fleet(Closing):
         w.lost_at = time.monotonic() - (0.0 if wait else self.config.move_after)
         note = f" if it is not back within {self.config.move_after:g} s" if wait else ""
         self.say(f"{w.name} lost ({why}): its sources move to the other workers{note}")
+        now = time.monotonic()
         for source in self._sources.values():
             if source.worker == w.name:
-                self._fold(source)
-                source.worker, source.key, source.down_since = None, None, time.monotonic()
-
-    def _fold(self, source: _Source) -> None:
-        """A run of ``source`` is over: add its counters to the source's totals."""
-        if source.last is not None:
-            for k in COUNTERS:
-                source.base[k] += source.last.get(k, 0) or 0
-            source.restarts += 1
-            source.last = None
+                source.stopped(now)
 
     def _reassign(self) -> None:
         """Spread the sources over the workers that are up, and over those lost less than ``move_after`` ago that
@@ -275,9 +280,7 @@ class Fleet(Closing):
             for name in set(w.assigned) - set(want):  # re-spread: it stops here and starts on another worker
                 source = self._sources[name]
                 if source.worker == w.name:
-                    self._fold(source)
-                    source.worker, source.key = None, None
-                    source.down_since = source.down_since or now
+                    source.stopped(now)
             w.assigned = want
             if w.up and (want != w.told or w.delivered_to != w.incarnation):
                 w.actor.assign.remote(want)
@@ -286,10 +289,8 @@ class Fleet(Closing):
     def _publish(self) -> None:
         rows = []
         for source in self._sources.values():
-            row = _idle_figures(source.name)
-            if source.last is not None and source.worker is not None:
-                row = dict(source.last)
-            row.update({k: (row.get(k, 0) or 0) + source.base[k] for k in COUNTERS})
+            row = dict(source.last) if source.last is not None else _idle_figures()
+            row.update(source.totals())
             row.update(source=source.name, worker=source.worker or "", restarts=source.restarts,
                        description=redact(source.spec))
             if source.failed:
@@ -343,7 +344,7 @@ class Fleet(Closing):
             if self.view is not None:
                 self.view.close()
             if self._ray is not None:
-                if not getattr(self, "_workers_stopped", False):
+                if not self._workers_stopped:
                     for w in self._workers:
                         self._ray.kill(w.actor, no_restart=True)
                 if self._started_ray:
@@ -352,9 +353,9 @@ class Fleet(Closing):
             log.debug("closing the fleet: %s", exc)
 
 
-def _idle_figures(name: str) -> dict:
+def _idle_figures() -> dict:
     """The figures of a source that runs nowhere now (the dashboard's page reads these keys)."""
-    return {"source": name, **dict.fromkeys(COUNTERS, 0), "queue_depth": 0, "fps": 0.0,
+    return {**dict.fromkeys(COUNTERS, 0), "queue_depth": 0, "fps": 0.0,
             "latency_ms": {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}, "stages": {},
             "gap_seconds": 0.0, "connected": True, "live": True, "ended": False, "last_read_age": None,
             "publish_reconnects": 0, "error": None}
@@ -376,10 +377,7 @@ def fleet_summary(report: FleetReport) -> list[str]:
     """One line per source, then the totals."""
     lines = []
     for s in report.sources:
-        total = dict(s.base)
-        if s.last is not None:
-            for k in COUNTERS:
-                total[k] += s.last.get(k, 0) or 0
+        total = s.totals()
         state = f"failed: {s.failed}" if s.failed else "ended" if s.ended else "stopped"
         lines.append(f"[{s.name}] {total['frames_written']} frames written, {total['frames_dropped']} dropped, "
                      f"{s.restarts} restarts; {state}")

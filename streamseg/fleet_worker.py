@@ -24,10 +24,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import InputError, OutputError, StreamsegError
+from .batch import failure_reason
+from .errors import InputError, OutputError
 from .fleet_plan import RECORDING, FleetConfig, source_plan
 from .frames import Frame
-from .resources import redact
 from .roles import SinkBase
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,6 @@ class LatestFrames(SinkBase):
         pass  # references only: nothing to release
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return redact(text if isinstance(exc, StreamsegError) else f"{type(exc).__name__}: {text}")[:300]
 
 
 class FleetWorker:
@@ -89,7 +86,7 @@ class FleetWorker:
             torch.set_num_threads(config.threads)  # the forward's share: the actor's CPUs, not the machine's
             self.segmenter = Segmenter.load(config.model)
         except BaseException as exc:  # noqa: BLE001 - reported to the driver, which says it in one line
-            self.load_error = _one_line(exc)
+            self.load_error = failure_reason(exc)
         self._lock = threading.Lock()
         self._want: dict[str, str] = {}  # name -> spec, as the driver last asked
         self._running: dict[str, str] = {}  # what the current run holds
@@ -215,7 +212,7 @@ class FleetWorker:
         # The worker's CPUs are the budget's cores: the forward gets them, and the tuner halves them beside a
         # busy neighbour (a fixed count cannot: 1 worker x 2 threads beside a busy process fell to 0.6 frames/s).
         run = Run(run_config, segmenter=self.segmenter, plans=plans, shared_sinks=[frames], cores=config.threads,
-                  on_source_error=lambda spec, exc: self._fail(by_spec.get(spec, spec), _one_line(exc)))
+                  on_source_error=lambda spec, exc: self._fail(by_spec.get(spec, spec), failure_reason(exc)))
         self._runs += 1
         self._run_error = None
         thread = threading.Thread(target=self._body, args=(run, plans), name=f"streamseg-fleet-run{self._runs}",
@@ -233,19 +230,19 @@ class FleetWorker:
                 report = run.run()
             for source in report.sources:
                 if source.error is not None:
-                    self._fail(source.name, _one_line(source.error))
+                    self._fail(source.name, failure_reason(source.error))
                 elif source.stats is not None and source.stats.completed and not run.stopping:
                     with self._lock:
                         self._ended.add(source.name)
         except (InputError, OutputError) as exc:  # nothing of this run could start: not fixed by retrying
             if len(names) == 1 or not isinstance(exc, InputError):
                 for name in names:
-                    self._fail(name, _one_line(exc))
+                    self._fail(name, failure_reason(exc))
             else:  # several sources, none opened: each was reported by on_source_error
                 for name in names:
-                    self._fail(name, self._failed.get(name) or _one_line(exc))
+                    self._fail(name, self._failed.get(name) or failure_reason(exc))
         except BaseException as exc:  # noqa: BLE001 - a failure of the run: tried again by the manager
-            self._run_error = _one_line(exc)
+            self._run_error = failure_reason(exc)
             log.warning("%s: run failed: %s", self.name, self._run_error)
 
     def _fail(self, name: str, why: str) -> None:

@@ -218,6 +218,12 @@ def _allowed_hosts(bound: str, names: tuple[str, ...]) -> frozenset[str]:
     return frozenset(hosts)
 
 
+_CONTROLS = {  # POST route: (the server's attribute, the answer when the model has none, what to send)
+    "/prompt": ("prompts", "this model takes no text prompts", 'send JSON: {"prompt": "person, red car"}'),
+    "/point": ("points", "this model takes no points", 'send JSON: {"x": 320, "y": 180, "source": 0, "remove": false}'),
+}
+
+
 def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -236,28 +242,42 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            self._guarded(self._get)
+
+        def do_POST(self) -> None:  # noqa: N802 - the base class's name
+            self._guarded(self._post)
+
+        def _guarded(self, handle) -> None:
             try:
-                self._get()
+                handle()
             except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the viewer went away or stalled
                 self.close_connection = True
             except Exception:  # noqa: BLE001 - one bad request never prints a traceback or stops the server
                 log.debug("serve: request failed", exc_info=True)
                 self.close_connection = True
 
-        def _get(self) -> None:
+        def _admit(self, refuse) -> tuple | None:
+            """``(url, params)`` of a request whose Host names this server and that carries the token, else ``None``
+            after ``refuse(code, text)`` answered it."""
             if not server.host_allowed(self.headers.get("Host")):
-                self._send(403, b"forbidden: this Host is not this server (streamseg --serve-host NAME allows a "
-                                b"name)\n", "text/plain")
-                return
+                refuse(403, "forbidden: this Host is not this server (streamseg --serve-host NAME allows a name)")
+                return None
             try:
                 url = urlparse(self.path)
                 params = parse_qs(url.query)
             except ValueError:
-                self._send(400, b"bad request\n", "text/plain")
-                return
+                refuse(400, "bad request")
+                return None
             if not server.authorised(self, params):
-                self._send(403, b"forbidden: this server needs ?token=...\n", "text/plain")
+                refuse(403, "forbidden: this server needs ?token=...")
+                return None
+            return url, params
+
+        def _get(self) -> None:
+            admitted = self._admit(lambda code, text: self._send(code, f"{text}\n".encode(), "text/plain"))
+            if admitted is None:
                 return
+            url, params = admitted
             token = f"token={server.token}" if server.token else ""
             query = f"?{token}" if token else ""
             source = server.resolve_source((params.get("source") or [None])[0])
@@ -293,15 +313,6 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, b"not found\n", "text/plain")
 
-        def do_POST(self) -> None:  # noqa: N802 - the base class's name
-            try:
-                self._post()
-            except (BrokenPipeError, ConnectionResetError, TimeoutError):
-                self.close_connection = True
-            except Exception:  # noqa: BLE001 - one bad request never prints a traceback or stops the server
-                log.debug("serve: request failed", exc_info=True)
-                self.close_connection = True
-
         def _answer(self, code: int, message: str, **more: object) -> None:
             self._send(code, json.dumps({"message": message, **more}).encode(), "application/json")
 
@@ -311,46 +322,41 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             so a page on another site cannot post it (a cross-site JSON request needs CORS, never granted here)."""
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if 0 < length <= 8192 else b""
-            if not server.host_allowed(self.headers.get("Host")):
-                return self._answer(403, "forbidden: this Host is not this server")
-            try:
-                url = urlparse(self.path)
-                params = parse_qs(url.query)
-            except ValueError:
-                return self._answer(400, "bad request")
-            if not server.authorised(self, params):
-                return self._answer(403, "forbidden: this server needs ?token=...")
-            if url.path not in ("/prompt", "/point"):
+            admitted = self._admit(self._answer)
+            if admitted is None:
+                return
+            url, _ = admitted
+            if url.path not in _CONTROLS:
                 return self._answer(404, "not found")
-            control = server.prompts if url.path == "/prompt" else server.points
+            attribute, absent, usage = _CONTROLS[url.path]
+            control = getattr(server, attribute)
             if control is None:
-                return self._answer(404, "this model takes no text prompts" if url.path == "/prompt" else
-                                    "this model takes no points")
-            usage = ('send JSON: {"prompt": "person, red car"}' if url.path == "/prompt" else
-                     'send JSON: {"x": 320, "y": 180, "source": 0, "remove": false}')
+                return self._answer(404, absent)
             if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
                 return self._answer(415, usage)
+            apply = self._prompt if url.path == "/prompt" else self._point
             try:
-                data = json.loads(body or b"null")
-                if url.path == "/prompt":
-                    args = (data["prompt"],)
-                    if not isinstance(args[0], str):
-                        raise TypeError
-                else:
-                    args = (float(data["x"]), float(data["y"]), int(data.get("source", 0)))
-                    if not 0 <= args[2] < server.sources:
-                        raise ValueError
-            except (ValueError, TypeError, KeyError):
-                return self._answer(400, usage)
-            try:
-                if url.path == "/prompt":
-                    prompts = control.set_prompts(*args)
-                    return self._answer(200, f"segmenting: {', '.join(prompts)}", prompts=list(prompts))
-                (control.remove_point if data.get("remove") else control.add_point)(*args)
-            except InputError as exc:
+                message, more = apply(control, json.loads(body or b"null"))
+            except InputError as exc:  # what the model refused: its own words
                 return self._answer(400, str(exc))
-            self._answer(200, f"{'removing the object at' if data.get('remove') else 'tracking'} "
-                              f"{args[0]:g},{args[1]:g}")
+            except (ValueError, TypeError, KeyError):  # not the JSON asked for
+                return self._answer(400, usage)
+            self._answer(200, message, **more)
+
+        @staticmethod
+        def _prompt(control, data) -> tuple[str, dict]:
+            if not isinstance(data["prompt"], str):
+                raise TypeError
+            prompts = control.set_prompts(data["prompt"])
+            return f"segmenting: {', '.join(prompts)}", {"prompts": list(prompts)}
+
+        @staticmethod
+        def _point(control, data) -> tuple[str, dict]:
+            x, y, source = float(data["x"]), float(data["y"]), int(data.get("source", 0))
+            if not 0 <= source < server.sources:
+                raise ValueError
+            (control.remove_point if data.get("remove") else control.add_point)(x, y, source)
+            return f"{'removing the object at' if data.get('remove') else 'tracking'} {x:g},{y:g}", {}
 
         def _stream(self, source: int) -> None:
             self.send_response(200)

@@ -20,7 +20,7 @@ import numpy as np
 from .audio import AudioCopy
 from .errors import OutputError, WriteError
 from .frames import Frame
-from .files import Syncer, check_replaceable, commit, next_segment_number, partial_path
+from .files import SegmentClock, Syncer, check_replaceable, commit, next_segment_number, partial_path
 from .resources import check_parent_folder, short_message
 from .roles import SinkBase
 
@@ -308,9 +308,8 @@ class SegmentedVideoSink(SinkBase):
         self._fps, self._live, self._threads, self._encoder = fps, live, threads, encoder
         self._clock = clock or _time.time
         self._current: VideoFileSink | None = None
-        self._origin: float | None = None  # input time (s) of the first frame
+        self._segments = SegmentClock(segment_seconds)
         self._segment_start = 0.0  # input time (s) of the current segment's first frame: its time 0
-        self._number = -1
         self.files: list[Path] = []
         self._first_number = next_segment_number(self.path) if live else 0
         self._closed = False
@@ -319,9 +318,7 @@ class SegmentedVideoSink(SinkBase):
         if self._closed:
             raise OutputError(f"write to closed output {self.path}")
         t = frame.time(self._fps)
-        self._origin = t if self._origin is None else self._origin
-        number = int((t - self._origin) // self.segment_seconds)  # segment k holds [k, k + 1) * segment_seconds
-        if self._current is not None and number != self._number:
+        if self._segments.rotates(t) and self._current is not None:
             current, self._current = self._current, None
             current.close()
             log.info("segment finished: %s", current.path)
@@ -334,7 +331,7 @@ class SegmentedVideoSink(SinkBase):
                 path = unique
             self._current = VideoFileSink(path, fps=self._fps, live=self._live, threads=self._threads,
                                           encoder=self._encoder)
-            self._segment_start, self._number = t, number
+            self._segment_start = t
             self.files.append(path)
         tb = frame.time_base
         rebased = None if frame.pts is None or tb is None else frame.pts - round(self._segment_start / tb)
