@@ -1,5 +1,7 @@
+"""``python -m benchmarks`` is ``streamseg bench`` (the same flags); it runs the CLI in a child process, so this
+folder never imports the command line that imports it."""
+
+import subprocess
 import sys
 
-from streamseg.cli import main
-
-sys.exit(main(["bench", *sys.argv[1:]]))
+sys.exit(subprocess.call([sys.executable, "-m", "streamseg", "bench", *sys.argv[1:]]))

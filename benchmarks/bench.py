@@ -65,7 +65,7 @@ def make_clip(path: Path, *, frames: int, width: int = 1280, height: int = 720, 
     """A synthetic street clip (moving cars and people) at the given size, H.264."""
     import av
 
-    from streamseg.synthetic import StreetScene
+    from streamseg.testing.scenes import StreetScene
 
     scene = StreetScene(11, width, height)
     with av.open(str(path), mode="w") as out:
@@ -111,9 +111,9 @@ def run_benchmark(*, model: ModelConfig, generate_model: bool, video: Path | Non
     from streamseg.app import Run
     from streamseg.config import Engine, OutputConfig, RenderConfig, RunConfig
     from streamseg.frames import Frame, SegmentationResult
-    from streamseg.model import Segmenter
-    from streamseg.render import Renderer
-    from streamseg.sinks import VideoFileSink
+    from streamseg.models.segmenter import Segmenter
+    from streamseg.outputs.video import VideoFileSink
+    from streamseg.render.renderer import Renderer
 
     work = Path(tempfile.mkdtemp(prefix="streamseg-bench-"))
     if generate_model:

@@ -4,7 +4,7 @@
                                [--model DIR] [--cpus N] [--busy] [--out benchmarks/results]
 
 The cameras are live MPEG-TS streams served by PyAV from this process
-(``streamseg.synthetic_streams``); each row runs the fleet's driver (``streamseg.fleet.Fleet``, the
+(``streamseg.testing.streams``); each row runs the fleet's driver (``streamseg.cluster.fleet.Fleet``, the
 code behind the command) on a fresh local Ray, with the machine's CPUs split evenly between the
 workers (``--cpus``, default all: 1 worker x 2 CPUs vs 2 workers x 1 CPU on this machine), waits
 until every source is recording, then measures a window of ``--seconds``: frames written per
@@ -41,9 +41,9 @@ def measure(urls: list[str], *, workers: int, cpus: float, gpus: float, model: s
     """One row: a fleet of ``workers`` on ``urls``; figures over a window of ``seconds`` once all record."""
     import threading
 
+    from streamseg.cluster.fleet import Fleet
+    from streamseg.cluster.fleet_plan import FleetConfig
     from streamseg.config import ModelConfig, OutputConfig
-    from streamseg.fleet import Fleet
-    from streamseg.fleet_plan import FleetConfig
 
     with tempfile.TemporaryDirectory(prefix="streamseg-fleet-bench-") as tmp:
         config = FleetConfig(sources=tuple(urls), outdir=Path(tmp) / "out", workers=workers,
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throw-away local Ray per row
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))
-    from streamseg.synthetic_streams import SyntheticStreams
+    from streamseg.testing.streams import SyntheticStreams
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     counts = [int(w) for w in args.workers.split(",")]

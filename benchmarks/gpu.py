@@ -53,7 +53,7 @@ def forward_rates(model_dir: Path, *, device: str, dtype: str, size: int, batche
     import torch
 
     from streamseg.config import ModelConfig
-    from streamseg.model import Segmenter
+    from streamseg.models.segmenter import Segmenter
 
     rows = []
     for compiled in (False, True):
@@ -105,11 +105,11 @@ def live_streams(model_dir: Path, n: int, *, seconds: float, width: int, height:
     import torch
 
     from streamseg.config import ModelConfig, RenderConfig
-    from streamseg.device_render import DeviceBlender
-    from streamseg.model import Segmenter
-    from streamseg.pipeline import Pipeline, Route
-    from streamseg.render import Renderer
-    from streamseg.sources import open_source
+    from streamseg.models.segmenter import Segmenter
+    from streamseg.pipeline.pipeline import Pipeline, Route
+    from streamseg.render.device import DeviceBlender
+    from streamseg.render.renderer import Renderer
+    from streamseg.sources.open import open_source
 
     seg = Segmenter.load(ModelConfig(name=str(model_dir), device=device, dtype=dtype))
     renderer = Renderer(RenderConfig(), seg.id2label, seg.num_labels)

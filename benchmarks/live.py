@@ -27,9 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks import save_results, with_machine
-
 import numpy as np
+
+from benchmarks import save_results, with_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "sample_media" / "demo-segformer"
@@ -59,7 +59,7 @@ def generate(port: int, fps: float, seconds: float, width: int = 640, height: in
 
     import av
 
-    from streamseg.synthetic import StreetScene
+    from streamseg.testing.scenes import StreetScene
 
     scene = StreetScene(7, width, height)
     frames = [scene.render(float(i))[0] for i in range(100)]
@@ -122,7 +122,7 @@ def _rss_mib() -> float:
 
 def forward_seconds(seg, width: int, height: int, repeats: int = 15) -> float:
     """The median time of one batch-1 step at the stream's size: pre-processing and forward."""
-    from streamseg.synthetic import StreetScene
+    from streamseg.testing.scenes import StreetScene
 
     image = StreetScene(7, width, height).render(0.0)[0]
     seg.forward(seg.preprocess([image]))  # warm-up
@@ -136,11 +136,11 @@ def forward_seconds(seg, width: int, height: int, repeats: int = 15) -> float:
 
 def run_one(name: str, model_dir: str, seconds: float, args) -> dict:
     from streamseg.config import ModelConfig, RenderConfig
-    from streamseg.model import Segmenter
-    from streamseg.pipeline import Pipeline, Route
-    from streamseg.render import Renderer
-    from streamseg.sources import open_source
-    from streamseg.threads import ThreadTuner
+    from streamseg.models.segmenter import Segmenter
+    from streamseg.pipeline.pipeline import Pipeline, Route
+    from streamseg.pipeline.threads import ThreadTuner
+    from streamseg.render.renderer import Renderer
+    from streamseg.sources.open import open_source
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import streamseg  # noqa: F401  (OpenCV before PyAV)
     from benchmarks.bench import make_segformer_b0
-    from streamseg.threads import apply, plan
+    from streamseg.pipeline.threads import apply, plan
 
     budget = args.budget = plan()
     apply(budget)

@@ -32,7 +32,7 @@ DEMO_MODEL = ROOT / "sample_media" / "demo-segformer"
 def make_long_clip(path: Path, seconds: float, *, width: int = 1280, height: int = 720, fps: int = 25) -> Path:
     import av
 
-    from streamseg.synthetic import StreetScene
+    from streamseg.testing.scenes import StreetScene
 
     scene = StreetScene(5, width, height)
     distinct = [scene.render(float(i))[0] for i in range(250)]

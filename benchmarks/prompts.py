@@ -62,7 +62,7 @@ def track_rows(args, frames, tmp: Path) -> list[dict]:
     from transformers import Sam2VideoConfig, Sam2VideoModel
 
     from streamseg.config import ModelConfig
-    from streamseg.model import Segmenter
+    from streamseg.models.segmenter import Segmenter
 
     model = args.sam_model
     if model is None:
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from streamseg.config import ModelConfig
     from streamseg.frames import Frame
-    from streamseg.model import Segmenter
-    from streamseg.synthetic import scene
+    from streamseg.models.segmenter import Segmenter
+    from streamseg.testing.scenes import scene
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     frames = [Frame(image=scene(k, width, height)[0], index=k) for k in range(args.frames)]

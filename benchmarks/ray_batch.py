@@ -34,7 +34,7 @@ def make_clips(folder: Path, videos: int, seconds: float) -> list[Path]:
     import av
 
     sys.path.insert(0, str(ROOT))
-    from streamseg.synthetic import StreetScene
+    from streamseg.testing.scenes import StreetScene
 
     paths = []
     for k in range(videos):

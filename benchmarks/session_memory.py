@@ -37,9 +37,9 @@ def follow(model: str, frames: int, objects: int, prune: bool) -> list[dict]:
 
     from streamseg.config import ModelConfig
     from streamseg.frames import Frame
-    from streamseg.model import Segmenter
-    from streamseg.point_tracking import session_bytes
-    from streamseg.synthetic import StreetScene
+    from streamseg.models.heads.point_tracking import session_bytes
+    from streamseg.models.segmenter import Segmenter
+    from streamseg.testing.scenes import StreetScene
 
     points = tuple(((k + 0.5) * 160 / objects, 48.0) for k in range(objects))
     seg = Segmenter.load(ModelConfig(name=model, device="cpu", points=points))

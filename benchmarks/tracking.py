@@ -6,7 +6,7 @@ The synthetic street generator knows every object's identity in every frame
 (``StreetScene.render_instances``; an object that leaves at one edge and comes back at the other is
 a new identity). Each frame's true masks become detections with faults: each one dropped with
 probability ``drop``, eroded or dilated by 1-3 pixels at random, and every 50 frames the two nearest
-objects of a class merged into one detection for 4 frames. :class:`~streamseg.tracking.SegmentTracker` (the
+objects of a class merged into one detection for 4 frames. :class:`~streamseg.models.tracking.SegmentTracker` (the
 CLI's, default ``--track-buffer 30``) numbers the detections; the result is scored with IDF1 (the
 identity F1 of Ristani et al. 2016: each true identity matched to at most one track over the whole
 run so as to maximise frames agreeing; missed detections count against it) and ID switches (a true
@@ -83,8 +83,8 @@ def idf1(pairs: list[tuple[int, tuple, int]], truth_frames: int) -> tuple[float,
 
 
 def run(drop: float, merges: bool, args) -> dict:
-    from streamseg.synthetic import StreetScene
-    from streamseg.tracking import SegmentTracker
+    from streamseg.models.tracking import SegmentTracker
+    from streamseg.testing.scenes import StreetScene
 
     rng = np.random.default_rng(11)
     pairs, truth_frames, offset = [], 0, 0

@@ -31,7 +31,7 @@ def held_out_clip(path: Path, frames: int) -> np.ndarray:
     """Write the clip; return the true labels, ``(frames, H, W)``."""
     import av
 
-    from streamseg.synthetic import StreetScene
+    from streamseg.testing.scenes import StreetScene
 
     scene = StreetScene(900_200, 640, 360)
     truths = []
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     import streamseg  # noqa: F401  (OpenCV before PyAV)
     from streamseg.app import Run
     from streamseg.config import ModelConfig, OutputConfig, RunConfig
-    from streamseg.exports import read_mask_png
-    from streamseg.model import Segmenter
-    from streamseg.synthetic import CLASSES
+    from streamseg.models.segmenter import Segmenter
+    from streamseg.outputs.exports import read_mask_png
+    from streamseg.testing.scenes import CLASSES
 
     work = Path(tempfile.mkdtemp(prefix="streamseg-tradeoffs-"))
     clip = work / "held-out.mkv"

@@ -17,7 +17,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from streamseg.synthetic import StreetScene
+from streamseg.testing.scenes import StreetScene
 
 HERE = Path(__file__).resolve().parent
 SEED = 7

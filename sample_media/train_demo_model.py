@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 from transformers.models.segformer.image_processing_pil_segformer import SegformerImageProcessorPil
 
-from streamseg.synthetic import CLASSES, StreetScene
+from streamseg.testing.scenes import CLASSES, StreetScene
 
 HERE = Path(__file__).resolve().parent
 SIZE = 256

@@ -16,10 +16,10 @@ __version__ = "0.1.0"
 # window opened after it hangs forever (PyAV-Org/PyAV#978, #1050).
 import cv2  # noqa: E402,F401
 
-from .config import (DEFAULT_MODEL, DropPolicy, DType, InputConfig, ModelConfig, OutputConfig, RenderConfig,  # noqa: E402
-                     RunConfig, Style, Task)
+from .config import DEFAULT_MODEL, DropPolicy, DType, InputConfig, ModelConfig, OutputConfig, RenderConfig, RunConfig, Style, Task  # noqa: E402
 from .errors import InputError, ModelLoadError, OutputError, SourceError, StreamsegError  # noqa: E402
 from .frames import Frame, Segment, SegmentationResult  # noqa: E402
+from .lazy import lazy_exports  # noqa: E402
 
 __all__ = [
     "DEFAULT_MODEL", "DType", "DropPolicy", "Frame", "InputConfig", "InputError", "ModelConfig", "ModelLoadError",
@@ -28,22 +28,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # torch and transformers load only when the model or renderer is asked for.
-    if name == "Segmenter":
-        from .model import Segmenter
-
-        return Segmenter
-    if name == "Renderer":
-        from .render import Renderer
-
-        return Renderer
-    if name == "Run":
-        from .app import Run
-
-        return Run
-    if name == "open_source":
-        from .sources import open_source
-
-        return open_source
-    raise AttributeError(name)
+__getattr__ = lazy_exports(__name__, {  # torch and transformers load only when the model or renderer is asked for
+    "Segmenter": "models.segmenter", "Renderer": "render.renderer", "Run": "app", "open_source": "sources.open",
+})

@@ -26,23 +26,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamseg.models.segmenter import Segmenter
+from streamseg.models.tracking import Tracked
+from streamseg.outputs.plan import RouteOutputs, RoutePlan, check_route, open_outputs, plan_routes
+from streamseg.pipeline.pipeline import Pipeline, Route
+from streamseg.pipeline.schedule import EveryNth
+from streamseg.pipeline.stats import RunStats
+from streamseg.pipeline.threads import ThreadTuner
+from streamseg.pipeline.threads import apply as apply_threads
+from streamseg.pipeline.threads import plan as plan_threads
+from streamseg.render.renderer import Renderer
+from streamseg.sources.names import is_url
+from streamseg.sources.open import open_source
+from streamseg.sources.stills import ImageSource
+
+from .closing import Closing
 from .config import RunConfig, Task
 from .errors import SourceError
 from .frames import Segment, SegmentationResult
-from .model import Segmenter
-from .outputs import RouteOutputs, RoutePlan, check_route, open_outputs, plan_routes
-from .pipeline import Pipeline, Route
-from .render import Renderer
-from .resources import Closing, is_url
 from .roles import Sink, Source
-from .schedule import EveryNth
-from .sources import open_source
-from .stills import ImageSource
-from .stats import RunStats
-from .threads import ThreadTuner
-from .threads import apply as apply_threads
-from .threads import plan as plan_threads
-from .tracking import Tracked
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +98,11 @@ class _OpenRoute:
 
 
 class Run(Closing):
-    """Builds and runs one :class:`~streamseg.pipeline.Pipeline` from a :class:`~streamseg.config.RunConfig`.
+    """Builds and runs one :class:`~streamseg.pipeline.pipeline.Pipeline` from a :class:`~streamseg.config.RunConfig`.
 
     ``segmenter``: an already loaded model to use (``streamseg batch`` and ``fleet`` load it once per actor);
     by default the run loads ``config.model``. ``plans``: each source's outputs, already planned (a fleet
-    worker's ``OUTDIR/NAME/`` layout), instead of :func:`~streamseg.outputs.plan_routes`. ``shared_sinks``:
+    worker's ``OUTDIR/NAME/`` layout), instead of :func:`~streamseg.outputs.plan.plan_routes`. ``shared_sinks``:
     sinks every route also writes to, not owned by the run (a fleet worker's newest-frame store). ``cores``: the
     cores the thread budget shares out (default: this process's; a fleet worker's: its Ray CPUs).
     """
@@ -159,7 +161,7 @@ class Run(Closing):
         self.segmenter.reset()  # no state carried over from an earlier run
         shared = list(self._shared_sinks)
         if config.outputs.serve is not None:
-            from .serve import PreviewServer
+            from streamseg.serve.server import PreviewServer
 
             self.server = self._stack.enter_context(
                 PreviewServer(config.outputs.serve, token=config.outputs.serve_token, sources=len(sources),
@@ -319,7 +321,7 @@ class Run(Closing):
     def _choose_blending(self) -> None:
         """Draw the style on the model's device (``--blend``) when it can be: semantic models, fill, mask,
         blur- and replace-background. The segmenter keeps the choice for this run only."""
-        from .device_render import STYLES, DeviceBlender
+        from streamseg.render.device import STYLES, DeviceBlender
 
         render, device = self.config.render, self.segmenter.device
         wanted = render.blend == "device" or (render.blend == "auto" and device.type == "cuda")

@@ -8,6 +8,8 @@ chained (``raise ... from exc``); only the CLI turns them into one line on stder
 
 from __future__ import annotations
 
+import re
+
 
 class StreamsegError(Exception):
     """A failure while running (exit code 1)."""
@@ -39,3 +41,24 @@ class WriteError(StreamsegError):
 
 class Stopped(Exception):
     """Raised inside a stage when the channel it feeds has no consumer any more."""
+
+
+def short_message(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text as one line for users: its first non-empty line (at most ``limit`` characters,
+    secrets in URLs hidden), or its type's name when it says nothing."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return redact(lines[0])[:limit] if lines else type(exc).__name__
+
+
+_SECRET_PARAMS = ("token", "key", "secret", "pass", "passphrase", "password", "passwd", "pwd", "auth", "authorization",
+                  "sig", "signature", "credential", "credentials")  # a parameter name ending in one of these
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s'\"]*):(?P<password>[^/@\s'\"]*)@")
+_QUERY_SECRET = re.compile(r"(?P<name>[?&;][A-Za-z0-9_.-]*(?:" + "|".join(_SECRET_PARAMS) + r")=)"
+                           r"(?P<value>[^&;#\s'\"]+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the secrets URLs carry hidden: passwords in ``scheme://user:password@host`` and the values
+    of query parameters named like a token, key, secret, password or signature. For messages, logs and pages."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['name']}***", text)

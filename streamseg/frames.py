@@ -72,7 +72,7 @@ class Segment:
     score: float | None
     area: int
     bbox: tuple[int, int, int, int]
-    track_id: int | None = None  # instance/panoptic: the object's number while it is seen (streamseg.tracking)
+    track_id: int | None = None  # instance/panoptic: the object's number while it is seen (streamseg.models.tracking)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,8 +90,8 @@ class SegmentationResult:
     segment_map: np.ndarray | None = None
     segment_info: tuple[tuple[int, int, float], ...] = ()
     id2label: Mapping[int, str] = field(default_factory=dict)
-    drawn: np.ndarray | None = None  # the style already blended on the model's device (streamseg.device_render)
-    track_ids: tuple[int, ...] = ()  # instance/panoptic: one track id per segment_info entry (streamseg.tracking)
+    drawn: np.ndarray | None = None  # the style already blended on the model's device (streamseg.render.device)
+    track_ids: tuple[int, ...] = ()  # instance/panoptic: one track id per segment_info entry (streamseg.models.tracking)
 
     def __repr__(self) -> str:
         h, w = self.label_map.shape

@@ -18,14 +18,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .closing import Closing
 from .frames import Frame, SegmentationResult
-from .resources import Closing
 
 SegmentFn = Callable[[Sequence[Frame]], list[SegmentationResult]]
 """A batch of frames in, one result per frame out, in order (the model, or a stand-in)."""
 
 DrawFn = Callable[..., np.ndarray]
-"""``draw(result, fps=None) -> RGB uint8 picture`` (a :class:`~streamseg.render.Renderer`)."""
+"""``draw(result, fps=None) -> RGB uint8 picture`` (a :class:`~streamseg.render.renderer.Renderer`)."""
 
 
 @runtime_checkable

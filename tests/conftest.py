@@ -15,11 +15,12 @@ from pathlib import Path
 # The Hub is unreachable from CI: fail fast instead of retrying for 25 s (read at import by huggingface_hub).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import streamseg  # noqa: E402,F401  (loads OpenCV before PyAV: see streamseg/__init__.py)
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+import streamseg  # noqa: E402,F401  (loads OpenCV before PyAV: see streamseg/__init__.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CLIP = ROOT / "sample_media" / "street.mp4"
@@ -91,7 +92,7 @@ def write_clip(path: Path, frames: list[np.ndarray], pts: list[int], time_base: 
 
 
 def scene_frames(n: int, width: int = 160, height: int = 96, seed: int = 3) -> list[np.ndarray]:
-    from streamseg.synthetic import StreetScene
+    from streamseg.testing.scenes import StreetScene
 
     scene = StreetScene(seed, width, height)
     return [scene.render(float(i))[0] for i in range(n)]

@@ -13,8 +13,8 @@ import numpy as np
 from streamseg.config import RenderConfig
 from streamseg.errors import SourceError
 from streamseg.frames import Frame, SegmentationResult
-from streamseg.pipeline import Pipeline, Route
-from streamseg.render import Renderer
+from streamseg.pipeline.pipeline import Pipeline, Route
+from streamseg.render.renderer import Renderer
 
 
 class ListSource:

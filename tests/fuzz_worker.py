@@ -1,4 +1,4 @@
-"""Runs ``streamseg.cli.main`` on one case per line of stdin (JSON argv), answering one JSON line per case.
+"""Runs ``streamseg.cli.commands`` on one case per line of stdin (JSON argv), answering one JSON line per case.
 
 Used by test_fuzz.py: one process imports torch and friends once, so hundreds of cases take
 seconds each instead of an interpreter start each; the test kills it when a case hangs.

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
-from streamseg.arguments import build_parser, parse
-from streamseg.arguments_read import batch_config, run_config
+
 from streamseg.cli import main
+from streamseg.cli.configs import batch_config, run_config
+from streamseg.cli.parser import build_parser, parse
 from streamseg.config import Style
 
 

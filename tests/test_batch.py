@@ -16,7 +16,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, decode, run_cli, scene_frames, write_clip
 
 ray = pytest.importorskip("ray")
@@ -160,7 +159,7 @@ def test_asking_for_a_gpu_that_is_not_there_fails_fast(ray_address, clips, tiny_
 
 
 def test_without_ray_it_says_how_to_install_it(monkeypatch, tmp_path):
-    from streamseg.batch import BatchConfig, run_batch
+    from streamseg.cluster.batch import BatchConfig, run_batch
     from streamseg.errors import InputError
 
     monkeypatch.setitem(sys.modules, "ray", None)
@@ -169,7 +168,7 @@ def test_without_ray_it_says_how_to_install_it(monkeypatch, tmp_path):
 
 
 def test_output_names_are_readable_and_unique(tmp_path):
-    from streamseg.batch import expand_inputs, output_name
+    from streamseg.cluster.batch import expand_inputs, output_name
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

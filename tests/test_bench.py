@@ -3,6 +3,7 @@
 import json
 
 from conftest import SAMPLE_CLIP
+
 from streamseg.cli import main
 
 

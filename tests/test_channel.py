@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from streamseg.channel import END, Channel
 from streamseg.config import DropPolicy
 from streamseg.errors import Stopped
+from streamseg.pipeline.channel import END, Channel
 
 
 def test_wait_policy_is_lossless_with_a_slow_consumer():

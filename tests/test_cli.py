@@ -10,14 +10,14 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from conftest import ROOT, SAMPLE_CLIP, SAMPLE_IMAGE, cli_process, decode, run_cli, scene_frames, wait_for_size, write_clip
 from PIL import Image
 
-from conftest import ROOT, SAMPLE_CLIP, SAMPLE_IMAGE, cli_process, decode, run_cli, scene_frames, wait_for_size, write_clip
 from streamseg.cli import main
 from streamseg.config import ModelConfig
-from streamseg.files import partial_path
-from streamseg.model import Segmenter
-from streamseg.render import blend, palette
+from streamseg.models.segmenter import Segmenter
+from streamseg.outputs.files import partial_path
+from streamseg.render.renderer import blend, palette
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from streamseg.config import ModelConfig
-from streamseg.model import Segmenter
-from streamseg.synthetic import CLASSES, StreetScene
+from streamseg.models.segmenter import Segmenter
+from streamseg.testing.scenes import CLASSES, StreetScene
 
 HELD_OUT_SEEDS = range(900_000, 900_024)  # training used seeds 100_000..100_699; the sample clip uses 7 and 8
 
@@ -66,7 +66,7 @@ def _miou(preds, truths):
 def test_demo_model_miou_through_the_cli_and_its_exports(held_out_clip, demo_model, tmp_path, extra):
     """Batching, styles and overlays never change labels: the --masks export reaches the same mIoU."""
     from streamseg.cli import main
-    from streamseg.exports import read_mask_png
+    from streamseg.outputs.exports import read_mask_png
 
     clip, truths = held_out_clip
     masks = tmp_path / "masks"

@@ -8,12 +8,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import decode, run_cli, scene_frames, write_clip
 
 from streamseg.config import Engine, ModelConfig
 from streamseg.errors import InputError
-from streamseg.model import Segmenter
-
-from conftest import decode, run_cli, scene_frames, write_clip
+from streamseg.models.segmenter import Segmenter
 
 pytest.importorskip("onnxruntime")
 
@@ -46,7 +45,7 @@ def test_the_exported_graph_is_reused(tiny_model, cache, monkeypatch):
     (graph,) = cache.glob("*.onnx")
     mtime = graph.stat().st_mtime_ns
 
-    import streamseg.onnx_runtime as ort_engine
+    import streamseg.models.onnx_runtime as ort_engine
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the graph is cached")

@@ -4,14 +4,14 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE_CLIP, SAMPLE_IMAGE, decode
+
 from streamseg.cli import main
 from streamseg.config import ModelConfig
-from streamseg.exports import read_mask_png, rle_encode
-from streamseg.model import Segmenter
-from streamseg.render import palette
-from streamseg.synthetic import CLASSES
+from streamseg.models.segmenter import Segmenter
+from streamseg.outputs.exports import read_mask_png, rle_encode
+from streamseg.render.renderer import palette
+from streamseg.testing.scenes import CLASSES
 
 
 def test_rle_matches_pycocotools():

@@ -21,11 +21,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import ROOT, SAMPLE_CLIP, SAMPLE_IMAGE, cli_process, decode, run_cli, scene_frames, write_clip
 from PIL import Image
 
-from conftest import ROOT, SAMPLE_CLIP, SAMPLE_IMAGE, cli_process, decode, run_cli, scene_frames, write_clip
 from streamseg.cli import main
-from streamseg.files import partial_path
+from streamseg.outputs.files import partial_path
 
 
 def digest(path: Path) -> str:
@@ -153,7 +153,7 @@ def test_a_read_only_output_is_protected(victim, tiny_model, tmp_path, capsys):
 
 def test_a_failure_keeps_the_frames_before_it_and_says_where(victim, tiny_model, tmp_path):
     """A model that fails at frame 60: the video and JSON up to it are kept under their names, and said so."""
-    script = (f"import sys; sys.argv=['streamseg']; from streamseg.model import Segmenter as S; o=S.segment\n"
+    script = (f"import sys; sys.argv=['streamseg']; from streamseg.models.segmenter import Segmenter as S; o=S.segment\n"
               f"def f(self, frames):\n    if any(x.index >= 60 for x in frames): raise RuntimeError('device lost')\n"
               f"    return o(self, frames)\nS.segment=f\nfrom streamseg.cli import main\n"
               f"sys.exit(main({[str(victim), '-o', str(tmp_path / 'o.mp4'), '--json', str(tmp_path / 'o.jsonl'), '--model', str(tiny_model), '-q', '--batch-size', '4']!r}))")

@@ -1,7 +1,7 @@
 """streamseg fleet: live sources over Ray workers; a killed worker's sources resume, files stay playable,
 the JSON Lines agree with the MP4s, SIGTERM stops everything, a killed driver leaves no worker behind.
 
-The streams are live synthetic cameras served by PyAV (``streamseg.synthetic_streams``); the Ray
+The streams are live synthetic cameras served by PyAV (``streamseg.testing.streams``); the Ray
 cluster is the session's loopback cluster (``ray_address`` in conftest), joined by the driver
 with ``--ray`` in a subprocess, as a user would.
 """
@@ -25,11 +25,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, decode, run_cli
+
+from streamseg.cluster.fleet_plan import FleetConfig, spread
 from streamseg.config import ModelConfig, OutputConfig
-from streamseg.fleet_plan import FleetConfig, spread
-from streamseg.synthetic_streams import SyntheticStreams
+from streamseg.testing.streams import SyntheticStreams
 
 FPS = 10
 
@@ -52,7 +52,7 @@ def test_sources_are_spread_by_count_and_only_the_lost_workers_sources_move():
 
 
 def test_source_folders_are_readable_and_stay_the_same_in_any_order():
-    from streamseg.fleet_plan import fleet_names
+    from streamseg.cluster.fleet_plan import fleet_names
 
     specs = ["rtsp://cam1/s", "rtsp://user:pw@cam2:8554/live", "rtsp://cam1/s?sub=1", "camera:0"]
     names = fleet_names(specs)
@@ -104,7 +104,7 @@ def keep_torch_threads():
 
 def test_a_worker_records_moves_continues_numbering_and_stops_when_its_driver_goes_silent(
         tiny_model, tmp_path, keep_torch_threads):
-    from streamseg.fleet_worker import FleetWorker
+    from streamseg.cluster.fleet_worker import FleetWorker
 
     out = tmp_path / "out"
     out.mkdir()
@@ -294,8 +294,8 @@ def test_fleet_flags_are_checked_before_anything_starts(tmp_path):
 
 
 def test_the_main_commands_flags_reach_the_fleets_config(tmp_path):
-    from streamseg.arguments import parse
-    from streamseg.arguments_read import fleet_config
+    from streamseg.cli.configs import fleet_config
+    from streamseg.cli.parser import parse
 
     config = fleet_config(parse(["fleet", "tcp://h:1", "camera:2", "-o", str(tmp_path), "--workers", "3",
                                  "--threads", "2", "--json", "--segment-time", "90s", "--style", "mask",

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import av
 import pytest
-
 from conftest import ROOT, SAMPLE_CLIP
 
 CASE_TIMEOUT = 30.0

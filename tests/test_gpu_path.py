@@ -6,21 +6,22 @@ Tests marked ``cuda`` need a CUDA device; they are skipped elsewhere and run by 
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
 import torch
-
 from conftest import SAMPLE_CLIP, decode, run_cli, scene_frames, write_clip
-from fractions import Fraction
+
 from streamseg.cli import main as cli_main
 from streamseg.config import DType, ModelConfig, RenderConfig, Style
-from streamseg.device_render import DeviceBlender, download
 from streamseg.frames import Frame, SegmentationResult
-from streamseg.model import Segmenter
-from streamseg.render import Renderer
-from streamseg.synthetic import scene
+from streamseg.models.segmenter import Segmenter
+from streamseg.models.tensor_ops import download
+from streamseg.render.device import DeviceBlender
+from streamseg.render.renderer import Renderer
+from streamseg.testing.scenes import scene
 
 ID2LABEL = {i: name for i, name in enumerate(["road", "sky", "person", "car", "tree", "building", "sign"])}
 CASES = [
@@ -112,13 +113,13 @@ def test_the_segmenter_draws_on_the_device_only_for_semantic_models(tiny_model, 
 
 def test_nvenc_that_cannot_open_falls_back_to_x264_with_one_warning(tmp_path, caplog):
     """No NVIDIA encoder here (or no driver): the file is still H.264, written by libx264, and it says so once."""
-    import streamseg.video_files as vf
+    import streamseg.outputs.video as vf
 
     if vf.encoder_problem("h264_nvenc") is None:
         pytest.skip("h264_nvenc opens on this machine")
     vf._fell_back.discard("h264_nvenc")
     frames = scene_frames(6)
-    with caplog.at_level(logging.WARNING, logger="streamseg.video_files"):
+    with caplog.at_level(logging.WARNING, logger="streamseg.outputs.video"):
         for k in range(2):
             sink = vf.VideoFileSink(tmp_path / f"o{k}.mp4", fps=25, encoder="h264_nvenc")
             with sink:
@@ -138,7 +139,7 @@ def test_the_encoder_flag_is_checked_and_reaches_the_file(tiny_model, tmp_path):
     proc = run_cli(str(SAMPLE_CLIP), "--model", str(tiny_model), "-o", str(tmp_path / "o.mp4"), "--duration", "0.2",
                    "--encoder", "h264_nvenc", "--device", "cpu", "-q")
     assert proc.returncode == 0, proc.stderr
-    import streamseg.video_files as vf
+    import streamseg.outputs.video as vf
 
     if vf.encoder_problem("h264_nvenc") is not None:
         assert "h264_nvenc cannot open" in proc.stderr and proc.stderr.count("h264_nvenc cannot open") == 1
@@ -188,7 +189,7 @@ def test_cuda_fp16_run_end_to_end_writes_every_frame(demo_model, tmp_path):
 
 @pytest.mark.cuda
 def test_cuda_nvenc_writes_a_playable_file_when_it_opens(tmp_path):
-    import streamseg.video_files as vf
+    import streamseg.outputs.video as vf
 
     problem = vf.encoder_problem("h264_nvenc")
     if problem is not None:

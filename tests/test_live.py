@@ -14,11 +14,11 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from conftest import SAMPLE_CLIP, StreamServer, cli_process, decode, run_cli, wait_for_size
+
 from streamseg.errors import SourceError
 from streamseg.frames import Frame
-from streamseg.sources import ReconnectingSource
+from streamseg.sources.reconnect import ReconnectingSource
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI (apt-get install ffmpeg)")
 

@@ -7,11 +7,11 @@ import time
 from urllib.error import HTTPError
 from urllib.request import urlopen
 
+from fakes import ListSource, RecordingSink, mean_segmenter, renderer
 from prometheus_client.parser import text_string_to_metric_families
 
-from fakes import ListSource, RecordingSink, mean_segmenter, renderer
-from streamseg.pipeline import Pipeline, Route
-from streamseg.serve import PreviewServer
+from streamseg.pipeline.pipeline import Pipeline, Route
+from streamseg.serve.server import PreviewServer
 
 
 def _get(url: str) -> tuple[int, str]:

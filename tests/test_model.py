@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import SAMPLE_CLIP, decode, save_tiny_segformer, scene_frames
+
 from streamseg.config import DType, ModelConfig
 from streamseg.errors import InputError, ModelLoadError
-from streamseg.model import Segmenter, resolve_device, resolve_dtype
-from streamseg.preprocess import PreprocessSpec
-from streamseg.tensor_ops import upsampled_argmax
+from streamseg.models.preprocess import PreprocessSpec
+from streamseg.models.segmenter import Segmenter, resolve_device, resolve_dtype
+from streamseg.models.tensor_ops import upsampled_argmax
 
 
 def test_upsampled_argmax_matches_full_interpolation_on_smooth_logits():
@@ -132,7 +132,7 @@ def test_float16_model_on_cpu_still_gives_label_maps(tmp_path):
 
 
 def test_smoothing_reduces_flicker_on_a_still_noisy_clip(demo_model):
-    from streamseg.synthetic import StreetScene
+    from streamseg.testing.scenes import StreetScene
 
     base, _ = StreetScene(4242).render(0.0, noise=0)
     rng = np.random.default_rng(0)

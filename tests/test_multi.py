@@ -5,14 +5,14 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
-
 from conftest import SAMPLE_CLIP, decode, run_cli, scene_frames, write_clip
 from fakes import ListSource, RecordingSink, mean_segmenter, renderer
+
 from streamseg.config import OutputConfig
-from streamseg.outputs import plan_routes, source_name
 from streamseg.errors import OutputError
-from streamseg.exports import read_mask_png
-from streamseg.pipeline import Pipeline, Route
+from streamseg.outputs.exports import read_mask_png
+from streamseg.outputs.plan import plan_routes, source_name
+from streamseg.pipeline.pipeline import Pipeline, Route
 
 
 def test_frames_of_all_sources_share_batches_and_return_to_their_own_sink():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SAMPLE_CLIP, SAMPLE_IMAGE, decode
+
 from streamseg.cli import main
 
 

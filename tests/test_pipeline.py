@@ -4,14 +4,15 @@ import threading
 import time
 
 import pytest
-
 from conftest import SAMPLE_CLIP
 from fakes import FakeCapture, ListSource, RecordingSink, mean_segmenter, one_route
+
 from streamseg.config import DropPolicy, ModelConfig, RenderConfig
 from streamseg.errors import SourceError
-from streamseg.model import Segmenter
-from streamseg.render import Renderer
-from streamseg.sources import CameraSource, VideoSource
+from streamseg.models.segmenter import Segmenter
+from streamseg.render.renderer import Renderer
+from streamseg.sources.camera import CameraSource
+from streamseg.sources.video import VideoSource
 
 
 def test_slow_sink_in_lossless_mode_gets_every_frame_in_order():

@@ -12,14 +12,14 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from conftest import cli_process, run_cli
+
 from streamseg.cli import main as cli_main
 from streamseg.config import ModelConfig
 from streamseg.frames import Frame
-from streamseg.model import Segmenter
-from streamseg.point_tracking import session_bytes
-from streamseg.synthetic import StreetScene
+from streamseg.models.heads.point_tracking import session_bytes
+from streamseg.models.segmenter import Segmenter
+from streamseg.testing.scenes import StreetScene
 
 POINTS = ((40.0, 60.0), (120.0, 30.0))
 
@@ -116,7 +116,7 @@ def test_the_cli_tracks_points_into_json_and_bad_points_are_one_line(tiny_sam2, 
 
 
 def test_a_click_on_the_live_view_starts_tracking_while_the_run_goes(tiny_sam2, tmp_path):
-    from streamseg.synthetic_streams import SyntheticStreams
+    from streamseg.testing.streams import SyntheticStreams
 
     jsonl = tmp_path / "live.jsonl"
     with SyntheticStreams(1, fps=10) as cams, cli_process(

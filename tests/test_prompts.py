@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import cli_process, run_cli
+
 from streamseg.cli import main as cli_main
 from streamseg.config import ModelConfig
 from streamseg.frames import Frame
-from streamseg.model import Segmenter
-from streamseg.synthetic import scene
+from streamseg.models.segmenter import Segmenter
+from streamseg.testing.scenes import scene
 
 PROMPTS = ("person", "red car", "tree")
 
@@ -120,7 +120,7 @@ def _post(url: str, body: bytes, content_type: str = "application/json") -> tupl
 
 
 def test_the_live_view_changes_the_prompts_while_the_run_goes(tiny_clipseg, tmp_path):
-    from streamseg.synthetic_streams import SyntheticStreams
+    from streamseg.testing.streams import SyntheticStreams
 
     jsonl = tmp_path / "live.jsonl"
     with SyntheticStreams(1, fps=10) as cams, cli_process(

@@ -12,12 +12,11 @@ from fractions import Fraction
 
 import av
 import numpy as np
-
 import pytest
-
 from conftest import SAMPLE_CLIP, decode, run_cli, scene_frames, write_clip
+
 from streamseg.frames import Frame
-from streamseg.publish import Publisher, is_publish_target
+from streamseg.outputs.publish import Publisher, is_publish_target
 
 
 def free_port() -> int:

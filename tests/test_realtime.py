@@ -8,16 +8,16 @@ import time
 
 import numpy as np
 import torch
-
 from conftest import SAMPLE_CLIP, decode
 from fakes import ListSource, RecordingSink, one_route
+
 from streamseg.cli import main
 from streamseg.config import ModelConfig
-from streamseg.exports import read_mask_png
 from streamseg.frames import Frame, SegmentationResult
-from streamseg.model import Segmenter
-from streamseg.schedule import EveryNth
-from streamseg.threads import ThreadTuner, plan
+from streamseg.models.segmenter import Segmenter
+from streamseg.outputs.exports import read_mask_png
+from streamseg.pipeline.schedule import EveryNth
+from streamseg.pipeline.threads import ThreadTuner, plan
 
 
 def per_frame_model(seconds_per_frame):

@@ -2,7 +2,7 @@ import numpy as np
 
 from streamseg.config import RenderConfig
 from streamseg.frames import Frame, SegmentationResult
-from streamseg.render import Renderer, blend, palette
+from streamseg.render.renderer import Renderer, blend, palette
 
 
 def test_palette_is_fixed_and_the_same_for_every_class_count():

@@ -15,11 +15,11 @@ from urllib.request import Request, urlopen
 import cv2
 import numpy as np
 import pytest
-
 from conftest import StreamServer, cli_process, scene_frames
+
 from streamseg.errors import InputError
 from streamseg.frames import Frame
-from streamseg.serve import PreviewServer, parse_address
+from streamseg.serve.server import PreviewServer, parse_address
 
 
 def _get(url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, str, bytes]:
@@ -141,8 +141,9 @@ def _live_view_url(proc) -> str:
 
 
 def test_cli_serves_the_run_and_stops_on_sigint(tiny_model, tmp_path):
-    from conftest import write_clip
     from fractions import Fraction
+
+    from conftest import write_clip
 
     clip = write_clip(tmp_path / "long.mp4", scene_frames(20, 160, 96) * 40, list(range(800)), Fraction(1, 25))
     out = tmp_path / "out.mp4"

@@ -10,15 +10,17 @@ import av
 import cv2
 import numpy as np
 import pytest
+from conftest import SAMPLE_CLIP, decode, scene_frames
 from PIL import Image
 
-from conftest import SAMPLE_CLIP, decode, scene_frames
 from streamseg.errors import OutputError
-from streamseg.exports import JsonLinesExport, MaskPngExport, read_mask_png
 from streamseg.frames import Frame, SegmentationResult
-from streamseg.render import palette
-from streamseg.serve import PreviewServer
-from streamseg.sinks import ImageSink, NullSink, SegmentedVideoSink, TeeSink, VideoFileSink
+from streamseg.outputs.exports import JsonLinesExport, MaskPngExport, read_mask_png
+from streamseg.outputs.images import ImageSink
+from streamseg.outputs.sinks import NullSink, TeeSink
+from streamseg.outputs.video import SegmentedVideoSink, VideoFileSink
+from streamseg.render.renderer import palette
+from streamseg.serve.server import PreviewServer
 
 TB = Fraction(1, 1000)
 

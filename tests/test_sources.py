@@ -12,8 +12,8 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from conftest import decode
+
 from streamseg.cli import main
 
 

@@ -3,15 +3,15 @@
 import cv2
 import numpy as np
 import pytest
+from conftest import SAMPLE_IMAGE
 from PIL import Image
 
-from conftest import SAMPLE_IMAGE
 from streamseg.cli import main
 from streamseg.config import ModelConfig, RenderConfig, Style
 from streamseg.errors import InputError
 from streamseg.frames import Frame
-from streamseg.model import Segmenter
-from streamseg.render import Renderer, blend, palette
+from streamseg.models.segmenter import Segmenter
+from streamseg.render.renderer import Renderer, blend, palette
 
 STYLES = [s.value for s in Style]
 

@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_CLIP, SAMPLE_IMAGE, decode
 from PIL import Image
 
-from conftest import SAMPLE_CLIP, SAMPLE_IMAGE, decode
 from streamseg.cli import main
 from streamseg.config import ModelConfig, Task
 from streamseg.errors import ModelLoadError
 from streamseg.frames import Frame
-from streamseg.model import Segmenter
+from streamseg.models.segmenter import Segmenter
 
 
 def _compare_with_pipeline(model_dir, task, **thresholds):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from conftest import SAMPLE_CLIP, run_cli
-from streamseg.exports import read_mask_png
-from streamseg.synthetic import StreetScene
-from streamseg.tracking import SegmentTracker
+
+from streamseg.models.tracking import SegmentTracker
+from streamseg.outputs.exports import read_mask_png
+from streamseg.testing.scenes import StreetScene
 
 PERSON, CAR = 5, 6
 

@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE_CLIP, decode, run_cli
+
 from streamseg.cli import main
 from streamseg.frames import Frame
-from streamseg.sinks import WindowSink
+from streamseg.outputs.window import WindowSink
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
 

@@ -1,0 +1,383 @@
+"""``--serve [HOST:]PORT``: watch the annotated frames in a browser.
+
+Routes: ``/`` a small page, ``/stream.mjpg`` an MJPEG stream (``multipart/x-mixed-replace``),
+``/frame.jpg`` the latest frame, ``/stats`` JSON (fps, latency, frames, drops, reconnects
+per source), ``/metrics`` the same figures for Prometheus and ``/healthz`` (200 while every
+source is healthy, 503 naming those that are not; :mod:`streamseg.serve.metrics`). The render thread encodes each frame to JPEG once (:meth:`PreviewServer.write`);
+every viewer's connection thread sends the newest JPEG it has not sent yet and skips the
+rest, so slow or many viewers never hold up the pipeline.
+
+Binds 127.0.0.1 unless a host is given. Any other host needs a token (one is made up and printed
+once when none is given), and then every request must carry it (``?token=...`` or
+``Authorization: Bearer ...``). Requests must name this server in their ``Host`` header (an IP
+address, ``localhost``, or a name given with ``--serve-host``), so that a web page cannot reach it
+through a DNS name rebound to 127.0.0.1. Connections are bounded (``max_connections``; more get 503)
+and idle or slow ones time out (``idle_timeout``). Nothing here ever shows a traceback or the token
+in a log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import cv2
+
+from streamseg.errors import InputError, OutputError, redact
+from streamseg.frames import Frame
+from streamseg.roles import SinkBase
+
+from .page import page
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"8080"`` -> ``("127.0.0.1", 8080)``; ``"0.0.0.0:8080"``, ``"[::1]:8080"`` -> host and port."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        raise InputError(f"invalid --serve {text!r}: expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080") from None
+    if not 0 <= number <= 65535:
+        raise InputError(f"invalid --serve port {number}: expected 0..65535")
+    return host, number
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once; errors logged at debug, never printed."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the standard 5 makes a burst of viewers wait a second for a retried SYN
+
+    def __init__(self, address: tuple[str, int], handler: type, *, max_connections: int) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        log.debug("serve: error on a connection from %s", client_address[0], exc_info=True)
+
+
+class PreviewServer(SinkBase):
+    """An HTTP server (its own threads) showing the frames written to it. A sink: the render thread writes.
+
+    ``token_generated`` is true when no token was given for a non-local address and one was made up:
+    the caller shows it once.
+    """
+
+    def __init__(self, address: str, *, token: str | None = None, quality: int = 80,
+                 stats: Callable[[], dict] | None = None, sources: int = 1, hosts: tuple[str, ...] = (),
+                 max_connections: int = 64, idle_timeout: float = 10.0) -> None:
+        host, port = parse_address(address)
+        self.token_generated = host not in LOCAL_HOSTS and not token
+        self.token = secrets.token_urlsafe(16) if self.token_generated else token
+        self.stats = stats or (lambda: {"sources": []})
+        self.prompts = None  # set by the run for a model that takes text: the PromptHead (POST /prompt)
+        self.points = None  # ... for a model that tracks what it is shown: the PointTrackerHead (POST /point)
+        self._quality = quality
+        self._cond = threading.Condition()
+        self.sources = sources  # a multi-source run: one stream per source (?source=N)
+        self._jpeg: dict[int, bytes] = {}
+        self._seqs: dict[int, int] = {}
+        self._closing = False
+        self.viewers = 0
+        self.frames_encoded = 0
+        self.idle_timeout = idle_timeout
+        try:
+            self._server = _Server((host, port), _handler_for(self), max_connections=max_connections)
+        except OSError as exc:
+            raise OutputError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
+        bound_host, bound_port = self._server.server_address[:2]
+        self._hosts = _allowed_hosts(bound_host, hosts)
+        self.url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="streamseg-serve", daemon=True)
+        self._thread.start()
+        self._closed = False
+        log.debug("live view serving on %s", self.url)  # the CLI prints the URL for the user
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's ``Host`` names this server (none at all: an HTTP/1.0 client, not a browser)."""
+        if not header:
+            return True
+        name = header.strip().lower()
+        if name.startswith("["):  # [v6]:port
+            name = name[1:].split("]", 1)[0]
+        elif name.count(":") == 1:
+            name = name.split(":", 1)[0]
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            return name in self._hosts  # a name: only localhost and --serve-host names
+        return "*" in self._hosts or ip.is_loopback or str(ip) in self._hosts
+
+    # -- the render thread ------------------------------------------------------------------
+    def write(self, frame: Frame) -> None:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, self._quality])
+        if not ok:  # pragma: no cover - OpenCV encodes any uint8 picture
+            return
+        with self._cond:
+            self._jpeg[frame.source] = buf.tobytes()
+            self._seqs[frame.source] = self._seqs.get(frame.source, 0) + 1
+            self.frames_encoded += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2)
+
+    # -- viewer threads ---------------------------------------------------------------------
+    def next_jpeg(self, after: int, timeout: float = 1.0, source: int = 0) -> tuple[int, bytes | None]:
+        """Source ``source``'s newest JPEG after sequence number ``after`` (waits up to ``timeout``);
+        ``(after, None)`` if none came."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seqs.get(source, 0) > after or self._closing, timeout=timeout)
+            seq = self._seqs.get(source, 0)
+            if self._closing or seq <= after:
+                return after, None
+            return seq, self._jpeg[source]
+
+    def latest_jpeg(self, source: int = 0, timeout: float = 5.0) -> bytes | None:
+        """Source ``source``'s newest JPEG, waiting up to ``timeout`` for the first one."""
+        with self._cond:
+            self._cond.wait_for(lambda: source in self._jpeg or self._closing, timeout=timeout)
+            return self._jpeg.get(source)
+
+    def source_keys(self) -> list[str]:
+        """What ``?source=`` takes, one per source, in the page's order: here the route index."""
+        return [str(i) for i in range(self.sources)]
+
+    def resolve_source(self, text: str | None) -> int | None:
+        """The source a request's ``?source=`` names (none: the first), or ``None`` when there is no such source."""
+        try:
+            index = int(text) if text is not None else 0
+        except ValueError:
+            return None
+        return index if 0 <= index < self.sources else None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def authorised(self, handler: BaseHTTPRequestHandler, query: dict) -> bool:
+        if not self.token:
+            return True
+        given = (query.get("token") or [""])[0]
+        auth = handler.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = given or auth[7:]
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def _allowed_hosts(bound: str, names: tuple[str, ...]) -> frozenset[str]:
+    """The Host names a request may give: localhost, the --serve-host names, the bound address; ``*`` stands
+    for any IP address when the server listens on all of them (an IP literal cannot be a rebound name)."""
+    hosts = {"localhost", *(n.strip().lower() for n in names if n.strip())}
+    hosts.add("*" if bound in ("0.0.0.0", "::") else bound)
+    return frozenset(hosts)
+
+
+_CONTROLS = {  # POST route: (the server's attribute, the answer when the model has none, what to send)
+    "/prompt": ("prompts", "this model takes no text prompts", 'send JSON: {"prompt": "person, red car"}'),
+    "/point": ("points", "this model takes no points", 'send JSON: {"x": 320, "y": 180, "source": 0, "remove": false}'),
+}
+
+
+def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "streamseg"
+        timeout = server.idle_timeout  # idle connections and slow headers end after this (socket timeout)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+            log.debug("serve: %s", redact(format % args))  # the request line may hold ?token=
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            self._guarded(self._get)
+
+        def do_POST(self) -> None:  # noqa: N802 - the base class's name
+            self._guarded(self._post)
+
+        def _guarded(self, handle) -> None:
+            try:
+                handle()
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the viewer went away or stalled
+                self.close_connection = True
+            except Exception:  # noqa: BLE001 - one bad request never prints a traceback or stops the server
+                log.debug("serve: request failed", exc_info=True)
+                self.close_connection = True
+
+        def _admit(self, refuse) -> tuple | None:
+            """``(url, params)`` of a request whose Host names this server and that carries the token, else ``None``
+            after ``refuse(code, text)`` answered it."""
+            if not server.host_allowed(self.headers.get("Host")):
+                refuse(403, "forbidden: this Host is not this server (streamseg --serve-host NAME allows a name)")
+                return None
+            try:
+                url = urlparse(self.path)
+                params = parse_qs(url.query)
+            except ValueError:
+                refuse(400, "bad request")
+                return None
+            if not server.authorised(self, params):
+                refuse(403, "forbidden: this server needs ?token=...")
+                return None
+            return url, params
+
+        def _get(self) -> None:
+            admitted = self._admit(lambda code, text: self._send(code, f"{text}\n".encode(), "text/plain"))
+            if admitted is None:
+                return
+            url, params = admitted
+            token = f"token={server.token}" if server.token else ""
+            query = f"?{token}" if token else ""
+            source = server.resolve_source((params.get("source") or [None])[0])
+            if source is None:
+                self._send(404, b"no such source\n", "text/plain")
+                return
+            if url.path in ("/", "/index.html"):
+                self._send(200, page(server, query, token).encode(), "text/html; charset=utf-8")
+            elif url.path == "/stats":
+                body = dict(server.stats())
+                body["viewers"] = server.viewers
+                if server.prompts is not None:
+                    body["prompts"] = list(server.prompts.prompts)
+                    body["prompt_changes"] = server.prompts.changes
+                self._send(200, json.dumps(body).encode(), "application/json")
+            elif url.path == "/metrics":
+                from .metrics import CONTENT_TYPE, metrics_text
+
+                self._send(200, metrics_text(server.stats), CONTENT_TYPE)
+            elif url.path == "/healthz":
+                from .metrics import health
+
+                ok, text = health(server.stats)
+                self._send(200 if ok else 503, text.encode(), "text/plain; charset=utf-8")
+            elif url.path == "/frame.jpg":
+                jpeg = server.latest_jpeg(source, timeout=5.0)
+                if jpeg is None:
+                    self._send(503, b"no frame yet\n", "text/plain")
+                else:
+                    self._send(200, jpeg, "image/jpeg")
+            elif url.path == "/stream.mjpg":
+                self._stream(source)
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _answer(self, code: int, message: str, **more: object) -> None:
+            self._send(code, json.dumps({"message": message, **more}).encode(), "application/json")
+
+        def _post(self) -> None:
+            """``POST /prompt`` ``{"prompt": "person, red car"}``: the prompt set from the next batch on; ``POST /point``
+            ``{"x": 320, "y": 180, "source": 0, "remove": false}``: track the object there (or stop). JSON only,
+            so a page on another site cannot post it (a cross-site JSON request needs CORS, never granted here)."""
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if 0 < length <= 8192 else b""
+            admitted = self._admit(self._answer)
+            if admitted is None:
+                return
+            url, _ = admitted
+            if url.path not in _CONTROLS:
+                return self._answer(404, "not found")
+            attribute, absent, usage = _CONTROLS[url.path]
+            control = getattr(server, attribute)
+            if control is None:
+                return self._answer(404, absent)
+            if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+                return self._answer(415, usage)
+            apply = self._prompt if url.path == "/prompt" else self._point
+            try:
+                message, more = apply(control, json.loads(body or b"null"))
+            except InputError as exc:  # what the model refused: its own words
+                return self._answer(400, str(exc))
+            except (ValueError, TypeError, KeyError):  # not the JSON asked for
+                return self._answer(400, usage)
+            self._answer(200, message, **more)
+
+        @staticmethod
+        def _prompt(control, data) -> tuple[str, dict]:
+            if not isinstance(data["prompt"], str):
+                raise TypeError
+            prompts = control.set_prompts(data["prompt"])
+            return f"segmenting: {', '.join(prompts)}", {"prompts": list(prompts)}
+
+        @staticmethod
+        def _point(control, data) -> tuple[str, dict]:
+            x, y, source = float(data["x"]), float(data["y"]), int(data.get("source", 0))
+            if not 0 <= source < server.sources:
+                raise ValueError
+            (control.remove_point if data.get("remove") else control.add_point)(x, y, source)
+            return f"{'removing the object at' if data.get('remove') else 'tracking'} {x:g},{y:g}", {}
+
+        def _stream(self, source: int) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            with server._cond:
+                server.viewers += 1
+            try:
+                seq = 0
+                while not server.closing:
+                    seq, jpeg = server.next_jpeg(seq, source=source)
+                    if jpeg is None:
+                        continue
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                     + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                    self.wfile.flush()
+            finally:
+                with server._cond:
+                    server.viewers -= 1
+
+    return Handler
