@@ -50,6 +50,12 @@ def short_message(exc: BaseException, limit: int = 200) -> str:
     return redact(lines[0])[:limit] if lines else type(exc).__name__
 
 
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line`` for an exception streamseg did not raise itself (``Type`` alone when it says nothing)."""
+    text = short_message(exc, limit)
+    return text if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
+
+
 _SECRET_PARAMS = ("token", "key", "secret", "pass", "passphrase", "password", "passwd", "pwd", "auth", "authorization",
                   "sig", "signature", "credential", "credentials")  # a parameter name ending in one of these
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s'\"]*):(?P<password>[^/@\s'\"]*)@")

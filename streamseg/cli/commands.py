@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from streamseg.errors import InputError, StreamsegError
+from streamseg.errors import InputError, StreamsegError, describe
 
 from .configs import batch_config, fleet_config, model_config, run_config
 from .parser import parse
@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything unexpected: one line, the traceback only with --debug
         if args.debug:
             log.exception("failed")
-        _say(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        _say(f"error: {describe(exc)}"
              f"{'' if args.debug else ' (run with --debug for details)'}")
         return EXIT_FAILURE
 

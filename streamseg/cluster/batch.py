@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from streamseg.config import InputConfig, ModelConfig, OutputConfig, RenderConfig, RunConfig
-from streamseg.errors import InputError, StreamsegError, redact
-from streamseg.outputs.files import check_parent_folder
+from streamseg.errors import InputError, StreamsegError, describe, short_message
+from streamseg.outputs.files import make_output_folder
 from streamseg.sources.names import safe_name
 
 log = logging.getLogger(__name__)
@@ -102,17 +102,6 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
             found.append(item)  # a missing file is recorded as failed, not fatal for the batch
     return list(dict.fromkeys(found))
 
-
-def prepare_outdir(outdir: Path) -> None:
-    """``-o OUTDIR`` of ``batch`` and ``fleet``: a folder, created by the one folder rule (its parent must exist),
-    writable. Raises InputError or OutputError."""
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"output exists and is not a folder: {outdir}")
-    if not outdir.exists():
-        check_parent_folder(outdir)
-    outdir.mkdir(exist_ok=True)
-    if not os.access(outdir, os.W_OK):
-        raise InputError(f"output folder is not writable: {outdir}")
 
 
 def output_name(spec: str) -> str:
@@ -231,8 +220,7 @@ class Annotator:
 def failure_reason(exc: BaseException) -> str:
     """Why an input or a source failed, in one line for a manifest or a fleet's status: streamseg's own message,
     or the exception's type and first line; passwords and tokens in URLs hidden."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return redact(text if isinstance(exc, StreamsegError) else f"{type(exc).__name__}: {text}")[:300]
+    return short_message(exc, 300) if isinstance(exc, StreamsegError) else describe(exc, 300)
 
 
 def _remove(path: Path) -> None:
@@ -256,7 +244,7 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict:
     specs = expand_inputs(inputs)
     if not specs:
         raise InputError("no inputs: give video files, folders, globs or a text file of paths/URLs")
-    prepare_outdir(outdir)
+    make_output_folder(outdir)
     manifest_path = outdir / MANIFEST
     previous = read_manifest(manifest_path)
 
@@ -337,7 +325,7 @@ def init_ray(ray, address: str | None, gpus_per_worker: float, workers: int, cpu
                      configure_logging=False, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"cannot start or join Ray{' at ' + address if address else ''}: "
-                             f"{str(exc).splitlines()[0][:200]}") from exc
+                             f"{short_message(exc, 200)}") from exc
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0)
     if gpus_per_worker and gpus < gpus_per_worker:

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streamseg.closing import Closing
-from streamseg.errors import InputError, redact
+from streamseg.errors import InputError, describe, redact
+from streamseg.outputs.files import make_output_folder
 
-from .batch import INSTALL_HINT, expand_inputs, init_ray, prepare_outdir
+from .batch import INSTALL_HINT, expand_inputs, init_ray
 from .fleet_plan import FleetConfig, fleet_names, spread
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class Fleet(Closing):
         names = fleet_names(specs)
         self._sources = {n: _Source(n, s) for n, s in zip(names, specs)}
         outdir = config.outdir
-        prepare_outdir(outdir)
+        make_output_folder(outdir)
         self._ray = ray
         self._started_ray = not ray.is_initialized() and not config.ray_address
         init_ray(ray, config.ray_address, config.gpus_per_worker, config.workers, config.cpus_per_worker)
@@ -370,8 +371,7 @@ def _actor_error(exc: BaseException) -> str:
         return "it died and Ray will not restart it"
     if isinstance(exc, ray.exceptions.ActorUnavailableError):
         return "its process ended; Ray is restarting it"
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:160]
+    return describe(exc, 160)
 
 
 def fleet_summary(report: FleetReport) -> list[str]:

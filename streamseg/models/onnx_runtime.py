@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from streamseg.errors import short_message
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'streamseg[onnx]'"
@@ -135,7 +137,7 @@ class OnnxForward:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure means: use torch
-            raise EngineUnavailable(f"ONNX export or session failed: {str(exc).splitlines()[0][:160]}") from exc
+            raise EngineUnavailable(f"ONNX export or session failed: {short_message(exc, 160)}") from exc
         self._sessions[(height, width)] = session
         return session
 
@@ -145,5 +147,5 @@ class OnnxForward:
         try:
             (logits,) = session.run(["logits"], {"pixel_values": pixel_values.contiguous().numpy()})
         except Exception as exc:  # noqa: BLE001
-            raise EngineUnavailable(f"ONNX Runtime failed: {str(exc).splitlines()[0][:160]}") from exc
+            raise EngineUnavailable(f"ONNX Runtime failed: {short_message(exc, 160)}") from exc
         return torch.from_numpy(logits)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from streamseg.config import DType, Engine, ModelConfig, Task
-from streamseg.errors import InputError, ModelLoadError, StreamsegError
+from streamseg.errors import InputError, ModelLoadError, StreamsegError, short_message
 from streamseg.frames import Frame, SegmentationResult
 from streamseg.models.heads.point_tracking import load_point_head
 from streamseg.models.heads.prompts import load_prompt_head
@@ -78,7 +78,7 @@ def _load_error(name: str, exc: Exception, offline: str | None = None) -> ModelL
     text = str(exc)
     if isinstance(exc, ValueError) and "Unrecognized configuration class" in text:
         return ModelLoadError(f"model {name!r} is not a semantic-segmentation model this version supports "
-                              f"({text.splitlines()[0][:160]})")
+                              f"({short_message(exc, 160)})")
     if offline:
         why = f"it is not in the local cache and the Hugging Face Hub cannot be reached ({offline})"
     elif "couldn't connect" in text or "offline" in text.lower() or "connection" in text.lower():
@@ -118,7 +118,7 @@ def _weights_error(name: str, exc: Exception) -> Exception:
     text = str(exc)
     if type(exc).__module__.startswith("safetensors"):
         return ModelLoadError(f"model {name!r}: its weights file is damaged or incomplete "
-                              f"({text.splitlines()[0][:120]}); download or save it again")
+                              f"({short_message(exc, 120)}); download or save it again")
     if isinstance(exc, RuntimeError) and ("mismatch" in text.lower() or "size" in text.lower()):
         return ModelLoadError(f"model {name!r}: its weights do not fit its config.json (tensors of other shapes): "
                               "the config was changed, or the weights belong to another model")
@@ -199,21 +199,21 @@ class Segmenter:
         try:
             model = auto.from_pretrained(name, **hub)
         except ImportError as exc:  # e.g. timm for the Hub's DETR checkpoints, scipy for Mask2Former
-            text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            text = short_message(exc)
             hint = " (install it with: pip install 'streamseg[timm]')" if "timm" in text.lower() else ""
             raise ModelLoadError(f"model {name!r} needs a package that is not installed: {text[:160]}{hint}") from exc
         except ValueError as exc:
             raise _load_error(name, exc, offline) from exc
         except OSError as exc:
             raise ModelLoadError(f"model {name!r} has a config but its weights could not be loaded: "
-                                 f"{str(exc).splitlines()[0][:200]}") from exc
+                                 f"{short_message(exc, 200)}") from exc
         except Exception as exc:  # noqa: BLE001 - what the weights' loaders raise has no common base
             raise _weights_error(name, exc) from exc
         try:
             processor = AutoImageProcessor.from_pretrained(name, **hub)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"model {name!r} has no usable image-processor config "
-                                 f"(preprocessor_config.json): {str(exc).splitlines()[0][:200]}") from exc
+                                 f"(preprocessor_config.json): {short_message(exc, 200)}") from exc
         tasks = supported_tasks(processor, semantic_head)
         task = tasks[0] if config.task is Task.AUTO and tasks else config.task
         if task not in tasks:

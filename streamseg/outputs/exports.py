@@ -17,7 +17,16 @@ from streamseg.closing import Closing
 from streamseg.errors import OutputError, WriteError, short_message
 from streamseg.frames import SegmentationResult
 
-from .files import SegmentClock, Syncer, check_parent_folder, check_replaceable, commit, next_segment_number, partial_path
+from .files import (
+    SegmentClock,
+    Syncer,
+    check_parent_folder,
+    check_replaceable,
+    commit,
+    make_output_folder,
+    next_segment_number,
+    partial_path,
+)
 from .images import ImageFiles
 
 VOID_8BIT = 255  # "no segment" in an 8-bit mask PNG
@@ -183,13 +192,7 @@ class MaskPngExport(ImageFiles):
     def __init__(self, folder: str | Path, colours: np.ndarray, *, by_track: bool = False) -> None:
         self.folder = Path(folder)
         self.by_track = by_track  # instance/panoptic: each pixel's track id instead of its segment id
-        if self.folder.exists() and not self.folder.is_dir():
-            raise OutputError(f"--masks must be a folder: {self.folder}")
-        check_parent_folder(self.folder)
-        try:
-            self.folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create {self.folder}: {short_message(exc)}") from exc
+        make_output_folder(self.folder)
         self.colours = colours
         super().__init__()
 

@@ -17,7 +17,7 @@ import stat
 import time
 from pathlib import Path
 
-from streamseg.errors import OutputError
+from streamseg.errors import OutputError, short_message
 
 
 def check_parent_folder(path: Path) -> None:
@@ -31,6 +31,27 @@ def check_parent_folder(path: Path) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"output folder is not writable: {folder} (for {path})")
 
+
+
+def make_output_folder(folder: Path, *, create: bool = True) -> None:
+    """The one rule for a folder that is itself an output (``-o DIR``, ``--masks DIR``, a batch's or fleet's
+    ``OUTDIR``): an existing folder is used; a missing one is created, in a parent that must exist and be
+    writable (:func:`check_parent_folder`). ``create=False`` only checks (when planning, before anything opens).
+
+    Raises :class:`~streamseg.errors.OutputError` naming the folder.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output exists and is not a folder: {folder}")
+    if not folder.exists():
+        check_parent_folder(folder)
+    if not create:
+        return
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {short_message(exc)}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
 
 def partial_path(target: Path) -> Path:
     """Where ``target`` is written until it is complete: ``.NAME.partial.SUFFIX`` in the same folder."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PIL import Image
@@ -13,7 +12,7 @@ from streamseg.frames import Frame
 from streamseg.roles import SinkBase
 from streamseg.sources.names import IMAGE_EXTENSIONS
 
-from .files import check_parent_folder
+from .files import check_parent_folder, make_output_folder
 
 
 class ImageFiles(Closing):
@@ -59,15 +58,7 @@ class ImageSink(ImageFiles, SinkBase):
         self.path = Path(path)
         self.folder = folder
         if folder:
-            if self.path.exists() and not self.path.is_dir():
-                raise OutputError(f"output exists and is not a folder: {self.path}")
-            check_parent_folder(self.path)
-            try:
-                self.path.mkdir(exist_ok=True)
-            except OSError as exc:
-                raise OutputError(f"cannot create output folder {self.path}: {short_message(exc)}") from exc
-            if not os.access(self.path, os.W_OK | os.X_OK):
-                raise OutputError(f"output folder is not writable: {self.path}")
+            make_output_folder(self.path)
         else:
             if self.path.suffix.lower() not in IMAGE_EXTENSIONS:
                 raise OutputError(f"unsupported image output {self.path}: use one of {', '.join(sorted(IMAGE_EXTENSIONS))}")

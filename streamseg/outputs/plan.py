@@ -24,13 +24,13 @@ from urllib.parse import urlparse
 
 from streamseg.closing import close_all
 from streamseg.config import OutputConfig
-from streamseg.errors import OutputError, short_message
+from streamseg.errors import OutputError
 from streamseg.roles import Export, Sink, Source
 from streamseg.sources.names import IMAGE_EXTENSIONS, is_url, safe_name
 from streamseg.sources.stills import ImageSource
 
 from .exports import JsonLinesExport, MaskPngExport, SegmentedJsonExport
-from .files import check_parent_folder, check_replaceable, free_path, same_file, segment_names
+from .files import check_parent_folder, check_replaceable, free_path, make_output_folder, same_file, segment_names
 from .images import ImageSink
 from .sinks import NullSink, TeeSink
 from .video import VIDEO_SUFFIXES, SegmentedVideoSink, VideoFileSink
@@ -154,7 +154,7 @@ def plan_routes(specs: Sequence[str], config: OutputConfig) -> list[RoutePlan]:
         if config.masks_dir is not None:
             folders.append(config.masks_dir)
     for folder in folders:
-        _check_folder_output(folder)
+        make_output_folder(folder, create=False)
     plans = []
     for spec, name, out, json_path, masks in zip(specs, names, outputs, json_paths, masks_dirs):
         kind = None if out is None else output_kind(out, config)
@@ -162,7 +162,7 @@ def plan_routes(specs: Sequence[str], config: OutputConfig) -> list[RoutePlan]:
             if path is None or path.parent in folders:  # inside a folder checked above
                 continue
             if is_folder:
-                _check_folder_output(path)
+                make_output_folder(path, create=False)
             elif path.is_dir():
                 raise OutputError(f"output is a folder, not a file: {path}")
             else:
@@ -191,14 +191,6 @@ def _many_outputs(output: Path | None, names: list[str]) -> tuple[list[Path | No
         raise OutputError(f"{len(names)} inputs cannot share one file {output}: give a folder, or a pattern "
                           "such as out/{name}.mp4")
     return [output / f"{n}.mp4" for n in names], [output]
-
-
-def _check_folder_output(folder: Path) -> None:
-    """A folder that is itself an output: created if missing, so its parent must exist."""
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"output exists and is not a folder: {folder}")
-    if not folder.exists():
-        check_parent_folder(folder)
 
 
 def _refuse_shared_paths(plans: list[RoutePlan], specs: Sequence[str]) -> None:
@@ -278,7 +270,7 @@ def open_outputs(plan: RoutePlan, source: Source, config: OutputConfig, *, colou
             window.append(WindowSink(f"streamseg - {source.description}", on_quit=on_quit))
             owned += window
         for folder in plan.folders:
-            _make_folder(folder)
+            make_output_folder(folder)
         exports = [EXPORT_KINDS[kind](_target(path, kind, source), ctx) for kind, path in
                    ((OutputKind.JSON, plan.json_path), (OutputKind.MASKS, plan.masks_dir)) if path is not None]
         owned += exports
@@ -313,9 +305,3 @@ def _target(path: Path, kind: OutputKind, source: Source) -> Path:
         return free
     return path
 
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {folder}: {short_message(exc)}") from exc

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 
 from streamseg.config import RenderConfig, Style
-from streamseg.errors import InputError
+from streamseg.errors import InputError, short_message
 from streamseg.frames import SegmentationResult
+from streamseg.models.tracking import SegmentTracker
 
 PALETTE_SEED = 42
 
@@ -109,64 +110,15 @@ def _background(spec: str, shape: tuple[int, ...]) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB").resize((shape[1], shape[0])))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"--background {spec}: not a readable image ({str(exc).splitlines()[0][:160]})") from exc
-
-
-def _positions(ids: np.ndarray, order: list[int]) -> np.ndarray:
-    """Each pixel's position of its id in ``order`` (-1 for ids not in it)."""
-    lut = np.full(max(max(order), int(ids.max(initial=0))) + 2, -1, np.int64)
-    lut[order] = np.arange(len(order))
-    return np.where(ids >= 0, lut[np.clip(ids, 0, len(lut) - 1)], -1)
-
-
-class InstanceColours:
-    """Gives each instance/panoptic segment a colour that stays with it while it persists.
-
-    A segment takes the colour of the previous frame's segment of the same class that
-    overlaps it most (mask IoU >= ``min_iou``, each used once); others get a new colour.
-    Stateful: one thread (the render thread) calls it, frame after frame.
-    """
-
-    def __init__(self, min_iou: float = 0.3, stride: int = 4) -> None:
-        self.min_iou, self.stride = min_iou, stride
-        self._prev: np.ndarray | None = None  # subsampled segment map of the last frame
-        self._prev_tracks: dict[int, tuple[int, int]] = {}  # segment id -> (label id, track id)
-        self._next_track = 0
-
-    def __call__(self, segment_map: np.ndarray, infos: tuple[tuple[int, int, float], ...]) -> dict[int, int]:
-        """Segment id -> track id (an index into a colour palette)."""
-        cur = segment_map[::self.stride, ::self.stride].astype(np.int64)
-        tracks: dict[int, int] = {}
-        if self._prev is not None and self._prev.shape == cur.shape and self._prev_tracks:
-            ids_prev = sorted(self._prev_tracks)
-            ids_cur = [i for i, _, _ in infos]
-            if ids_cur:
-                pi, ci = _positions(self._prev, ids_prev), _positions(cur, ids_cur)
-                both = (pi >= 0) & (ci >= 0)
-                inter = np.bincount(pi[both] * len(ids_cur) + ci[both],
-                                    minlength=len(ids_prev) * len(ids_cur)).reshape(len(ids_prev), len(ids_cur))
-                area_p = np.bincount(pi[pi >= 0], minlength=len(ids_prev))
-                area_c = np.bincount(ci[ci >= 0], minlength=len(ids_cur))
-                iou = inter / np.maximum(area_p[:, None] + area_c[None, :] - inter, 1)
-                labels_cur = [label for _, label, _ in infos]
-                for a, b in sorted(np.argwhere(iou >= self.min_iou).tolist(), key=lambda ab: -iou[ab[0], ab[1]]):
-                    prev_label, track = self._prev_tracks[ids_prev[a]]
-                    if ids_cur[b] not in tracks and track not in tracks.values() and prev_label == labels_cur[b]:
-                        tracks[ids_cur[b]] = track
-        for seg_id, _, _ in infos:
-            if seg_id not in tracks:
-                tracks[seg_id] = self._next_track
-                self._next_track += 1
-        self._prev = cur
-        self._prev_tracks = {seg_id: (label, tracks[seg_id]) for seg_id, label, _ in infos}
-        return tracks
+        raise InputError(f"--background {spec}: not a readable image ({short_message(exc, 160)})") from exc
 
 
 class Renderer:
     """Turns a :class:`SegmentationResult` into an annotated RGB picture, in the configured style.
 
     Semantic classes always have their class colour; instance/panoptic segments have a colour
-    of their own that follows them from frame to frame (:class:`InstanceColours`). Stateful
+    of their own that follows them from frame to frame: their track id, or when the results carry none, one
+    from a :class:`~streamseg.models.tracking.SegmentTracker` of the renderer's own. Stateful
     for that reason: one thread renders, frame after frame.
     """
 
@@ -187,7 +139,7 @@ class Renderer:
         if config.keep:
             self._keep[list(resolve_classes(config.keep, self.id2label, "--keep"))] = True
         self._backgrounds: dict[tuple[int, ...], np.ndarray] = {}
-        self._instances = InstanceColours()
+        self._instances = SegmentTracker()  # for results without track ids
         self._instance_palette = np.random.default_rng(PALETTE_SEED + 1).integers(40, 256, (1024, 3), dtype=np.uint8)
         if config.style is Style.REPLACE_BACKGROUND:
             _background(config.background, (2, 2, 3))  # a bad colour or missing file fails now, not mid-run

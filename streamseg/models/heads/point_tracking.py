@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from streamseg.config import Task
-from streamseg.errors import InputError
+from streamseg.errors import InputError, short_message
 from streamseg.frames import Frame, SegmentationResult
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ def load_point_head(name: str, hub: dict, config, device: torch.device, dtype: t
     try:
         model = getattr(transformers, VIDEO_TYPES[model_type]).from_pretrained(name, **hub)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"model {name!r} could not be loaded: {str(exc).splitlines()[0][:200]}") from exc
+        raise ModelLoadError(f"model {name!r} could not be loaded: {short_message(exc, 200)}") from exc
     model = model.to(device=device, dtype=dtype).eval()
     if not config.points:
         log.warning("no --point: nothing is tracked until a click on the --serve page")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from streamseg.errors import InputError
+from streamseg.errors import InputError, short_message
 
 from .semantic import SemanticHead
 
@@ -135,7 +135,7 @@ def load_prompt_head(name: str, hub: dict, config, device: torch.device, dtype: 
         tokenizer = AutoTokenizer.from_pretrained(name, **hub)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"model {name!r} could not be loaded with its tokenizer: "
-                             f"{str(exc).splitlines()[0][:200]}") from exc
+                             f"{short_message(exc, 200)}") from exc
     model = model.to(device=device, dtype=dtype).eval()
     return PromptHead(model, tokenizer, prompts=config.prompts, threshold=config.prompt_threshold, name=config.name,
                       smooth=config.smooth)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from streamseg.config import Engine, Task
+from streamseg.errors import short_message
 from streamseg.frames import Frame, SegmentationResult
 from streamseg.models.tensor_ops import upsampled_argmax
 
@@ -83,7 +84,7 @@ class SemanticHead:
         except Exception as exc:  # noqa: BLE001 - any compiler failure: run eagerly instead
             if self.model is self.eager_model:
                 raise
-            log.warning("torch.compile failed (%s); running the model eagerly", str(exc).splitlines()[0][:160])
+            log.warning("torch.compile failed (%s); running the model eagerly", short_message(exc, 160))
             self.model = self.eager_model
             return self.model(pixel_values=pixel_values).logits
 

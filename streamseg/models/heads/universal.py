@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from streamseg.config import Task
-from streamseg.errors import ModelLoadError
+from streamseg.errors import ModelLoadError, short_message
 from streamseg.frames import Frame, SegmentationResult
 
 _TASK_ORDER = (Task.PANOPTIC, Task.INSTANCE, Task.SEMANTIC)  # auto picks the first the model supports
@@ -40,7 +40,7 @@ def oneformer_task_tokens(name: str, task: Task, hf_config: object, hub: dict) -
         tokenizer = AutoTokenizer.from_pretrained(name, **hub)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"OneFormer model {name!r} has no tokenizer for its task input: "
-                             f"{str(exc).splitlines()[0][:200]}") from exc
+                             f"{short_message(exc, 200)}") from exc
     length = int(getattr(hf_config, "task_seq_len", 77))
     return tokenizer([f"the task is {task.value}"], padding="max_length", max_length=length, truncation=True,
                      return_tensors="pt")["input_ids"]
