@@ -41,7 +41,7 @@ from streamseg.sources.open import open_source
 from streamseg.sources.stills import ImageSource
 
 from .closing import Closing
-from .config import RunConfig, Task
+from .config import Blend, Encoder, RunConfig, Task
 from .errors import SourceError
 from .frames import Segment, SegmentationResult
 from .roles import Sink, Source
@@ -314,9 +314,9 @@ class Run(Closing):
     def _encoder(self) -> str:
         """``--encoder``; auto: NVENC when the model runs on CUDA (the CPU stays free for the rest)."""
         chosen = self.config.outputs.encoder
-        if chosen == "auto":
+        if chosen is Encoder.AUTO:
             return "h264_nvenc" if self.segmenter.device.type == "cuda" else "libx264"
-        return chosen
+        return chosen.value
 
     def _choose_blending(self) -> None:
         """Draw the style on the model's device (``--blend``) when it can be: semantic models, fill, mask,
@@ -324,9 +324,9 @@ class Run(Closing):
         from streamseg.render.device import STYLES, DeviceBlender
 
         render, device = self.config.render, self.segmenter.device
-        wanted = render.blend == "device" or (render.blend == "auto" and device.type == "cuda")
+        wanted = render.blend is Blend.DEVICE or (render.blend is Blend.AUTO and device.type == "cuda")
         blender = DeviceBlender(self._routes[0].renderer, device) if wanted and self._routes and render.style in STYLES else None
-        if not self.segmenter.draw_on_device(blender) and render.blend == "device":
+        if not self.segmenter.draw_on_device(blender) and render.blend is Blend.DEVICE:
             log.info("--blend device: %s is drawn on the host (the device draws fill, mask, blur- and "
                      "replace-background of semantic models)", render.style.value)
 

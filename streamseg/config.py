@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,32 @@ def parse_seconds(text: str) -> float:
     if not math.isfinite(seconds):
         raise ValueError(f"not a finite time: {text!r}")
     return seconds
+
+
+def choice(kind: type[enum.Enum], value: object, flag: str) -> enum.Enum:
+    """``value`` as a member of ``kind``; anything else is an :class:`InputError` that lists the allowed values."""
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise InputError(f"invalid {flag} {value!r}: expected {allowed}") from None
+
+
+MAX_PROMPTS = 32  # texts a prompt set may hold (the renderer's palette is sized for it)
+
+
+def parse_prompts(text: str | Sequence[str]) -> tuple[str, ...]:
+    """The one reading of a prompt set, from ``--prompt`` or the live view: ``"person, red car"`` ->
+    ``("person", "red car")``: comma-separated, trimmed, repeats dropped. Raises :class:`InputError`."""
+    items = text.split(",") if isinstance(text, str) else [p for t in text for p in t.split(",")]
+    prompts = tuple(dict.fromkeys(p.strip() for p in items if p.strip()))
+    if not prompts:
+        raise InputError("--prompt needs at least one text, e.g. --prompt \"person, red car\"")
+    if len(prompts) > MAX_PROMPTS:
+        raise InputError(f"--prompt takes at most {MAX_PROMPTS} texts, got {len(prompts)}")
+    if any(len(p) > 200 for p in prompts):
+        raise InputError("a prompt is at most 200 characters")
+    return prompts
 
 
 class DropPolicy(str, enum.Enum):
@@ -67,6 +94,29 @@ class Engine(str, enum.Enum):
     ONNXRUNTIME = "onnxruntime"  # the model exported to ONNX, run by ONNX Runtime on the CPU; falls back to torch
 
 
+class Blend(str, enum.Enum):
+    """Where fill, mask, blur- and replace-background are drawn for semantic models (``--blend``)."""
+
+    AUTO = "auto"  # the device on a GPU, the host on the CPU
+    DEVICE = "device"  # on the model's device, where the frames and labels already are
+    HOST = "host"  # with OpenCV on the render thread
+
+
+class Encoder(str, enum.Enum):
+    """The H.264 encoder of video outputs (``--encoder``)."""
+
+    AUTO = "auto"  # h264_nvenc when the model runs on CUDA and the GPU has an encoder, else libx264
+    LIBX264 = "libx264"
+    H264_NVENC = "h264_nvenc"
+
+
+class MasksBy(str, enum.Enum):
+    """What an instance/panoptic mask PNG holds per pixel (``--masks-by``)."""
+
+    SEGMENT = "segment"
+    TRACK = "track"
+
+
 class DType(str, enum.Enum):
     AUTO = "auto"
     FLOAT32 = "float32"
@@ -93,7 +143,7 @@ class ModelConfig:
     size: int | tuple[int, int] | None = None  # inference resolution: shortest edge, or (width, height); None: the model's
     infer_every: int = 1  # run the model on every Nth frame of a source; the frames between reuse its labels
     track_buffer: int = 30  # instance/panoptic: frames a track outlives its last match (then its id is retired)
-    prompts: tuple[str, ...] = ()  # text prompts (CLIPSeg): each a class named by its text
+    prompts: str | tuple[str, ...] = ()  # text prompts (CLIPSeg), each a class named by its text; "a, b" is read
     prompt_threshold: float = 0.5  # a pixel takes its best prompt when that prompt's probability is at least this
     points: tuple[tuple[float, float], ...] = ()  # SAM2 video: objects to track from each source's first frame
 
@@ -101,13 +151,15 @@ class ModelConfig:
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise InputError(f"invalid device {dev!r}: expected auto, cpu, cuda or cuda:N")
-        object.__setattr__(self, "dtype", DType(self.dtype))
-        object.__setattr__(self, "task", Task(self.task))
-        object.__setattr__(self, "engine", Engine(self.engine))
+        object.__setattr__(self, "dtype", choice(DType, self.dtype, "--dtype"))
+        object.__setattr__(self, "task", choice(Task, self.task, "--task"))
+        object.__setattr__(self, "engine", choice(Engine, self.engine, "--engine"))
         if self.compile and self.engine is not Engine.TORCH:
             raise InputError("--compile applies to --engine torch only")
         if not 0.0 <= self.smooth < 1.0:
             raise InputError(f"invalid smooth {self.smooth}: expected a value in [0, 1)")
+        if isinstance(self.prompts, str) or self.prompts:  # --prompt "" is an error, not "no prompts"
+            object.__setattr__(self, "prompts", parse_prompts(self.prompts))
         if not 0.0 < self.prompt_threshold < 1.0:
             raise InputError(f"invalid --prompt-threshold {self.prompt_threshold}: expected a probability between 0 "
                              "and 1")
@@ -138,14 +190,13 @@ class RenderConfig:
     exclude: tuple[str, ...] = ()  # never draw these
     keep: tuple[str, ...] = ()  # blur-/replace-background: the classes left as they are
     background: str = "#00b140"  # replace-background: a colour (#RRGGBB) or an image file
-    blend: str = "auto"  # where fill/mask/blur-/replace-background are drawn: device, host, auto (device on a GPU)
+    blend: Blend = Blend.AUTO  # where fill/mask/blur-/replace-background are drawn
 
     def __post_init__(self) -> None:
-        if self.blend not in ("auto", "device", "host"):
-            raise InputError(f"invalid blend {self.blend!r}: expected auto, device or host")
+        object.__setattr__(self, "blend", choice(Blend, self.blend, "--blend"))
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"invalid alpha {self.alpha}: expected a value in [0, 1]")
-        object.__setattr__(self, "style", Style(self.style))
+        object.__setattr__(self, "style", choice(Style, self.style, "--style"))
         if self.style in (Style.BLUR_BACKGROUND, Style.REPLACE_BACKGROUND) and not self.keep:
             raise InputError(f"--style {self.style.value} needs --keep CLASS[,CLASS...] (e.g. --keep person)")
 
@@ -184,20 +235,20 @@ class OutputConfig:
     json_path: Path | None = None  # JSON Lines export
     json_masks: bool = False  # ... with COCO RLE masks
     masks_dir: Path | None = None  # one label-map PNG per frame
-    masks_by: str = "segment"  # instance/panoptic --masks: each pixel's segment id, or its track id ("track")
+    masks_by: MasksBy = MasksBy.SEGMENT  # instance/panoptic --masks: each pixel's segment id, or its track id
     segment_time: float | None = None  # rotate the output video every this many seconds
     json_segments: bool = False  # with segment_time: JSON Lines per video segment, named like it (streamseg fleet)
     serve: str | None = None  # [HOST:]PORT of the browser live view
     serve_token: str | None = None  # checked on every request; made up when serving beyond 127.0.0.1 without one
     serve_hosts: tuple[str, ...] = ()  # names the live view answers to besides IP addresses and localhost
-    encoder: str = "auto"  # H.264 for video files: auto (h264_nvenc when the model runs on CUDA), libx264, h264_nvenc
+    encoder: Encoder = Encoder.AUTO  # H.264 for video files
 
     def __post_init__(self) -> None:
         if not (self.hls_time > 0 and self.hls_list_size >= 1):
             raise InputError(f"invalid HLS settings: --hls-time {self.hls_time} (> 0), --hls-list-size "
                              f"{self.hls_list_size} (>= 1)")
-        if self.encoder not in ("auto", "libx264", "h264_nvenc"):
-            raise InputError(f"invalid encoder {self.encoder!r}: expected auto, libx264 or h264_nvenc")
+        object.__setattr__(self, "encoder", choice(Encoder, self.encoder, "--encoder"))
+        object.__setattr__(self, "masks_by", choice(MasksBy, self.masks_by, "--masks-by"))
         if self.json_masks and self.json_path is None:
             raise InputError("--json-masks needs --json PATH")
         if self.segment_time is not None and not (math.isfinite(self.segment_time) and self.segment_time > 0):
@@ -232,7 +283,7 @@ class RunConfig:
         if self.queue_size is not None and self.queue_size < 1:
             raise InputError(f"invalid queue size {self.queue_size}: expected 1 or more")
         if self.drop_policy is not None:
-            object.__setattr__(self, "drop_policy", DropPolicy(self.drop_policy))
+            object.__setattr__(self, "drop_policy", choice(DropPolicy, self.drop_policy, "--drop-policy"))
 
     @property
     def channel_size(self) -> int:

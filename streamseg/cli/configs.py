@@ -8,25 +8,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streamseg.config import DropPolicy, DType, Engine, InputConfig, ModelConfig, OutputConfig, RenderConfig, RunConfig, Style, Task
+from streamseg.config import InputConfig, ModelConfig, OutputConfig, RenderConfig, RunConfig
 
 
 # -- argv -> configs ---------------------------------------------------------------------------
 def model_config(args: argparse.Namespace, *, name: str | None = None) -> ModelConfig:
     from streamseg.models.heads.point_tracking import parse_point
-    from streamseg.models.heads.prompts import parse_prompts
 
-    return ModelConfig(name=name or args.model, device=args.device, dtype=DType(args.dtype),
-                       trust_remote_code=args.trust_remote_code, task=Task(args.task), threshold=args.threshold,
+    return ModelConfig(name=name or args.model, device=args.device, dtype=args.dtype,
+                       trust_remote_code=args.trust_remote_code, task=args.task, threshold=args.threshold,
                        mask_threshold=args.mask_threshold, overlap_threshold=args.overlap_threshold,
-                       smooth=args.smooth, compile=args.compile, engine=Engine(args.engine), size=args.size,
+                       smooth=args.smooth, compile=args.compile, engine=args.engine, size=args.size,
                        infer_every=args.infer_every, track_buffer=args.track_buffer,
-                       prompts=parse_prompts(args.prompt) if args.prompt is not None else (),
+                       prompts=args.prompt if args.prompt is not None else (),
                        prompt_threshold=args.prompt_threshold, points=tuple(parse_point(p) for p in args.point))
 
 
 def render_config(args: argparse.Namespace) -> RenderConfig:
-    return RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=Style(args.style),
+    return RenderConfig(alpha=args.alpha, legend=args.legend, show_fps=args.show_fps, style=args.style,
                         labels=args.labels, classes=args.classes, exclude=args.exclude, keep=args.keep,
                         background=args.background, blend=args.blend)
 
@@ -69,7 +68,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         input=InputConfig(timeout=args.timeout, reconnect=args.reconnect, reconnect_max_delay=args.reconnect_max_delay,
                           duration=args.duration, max_latency=args.max_latency),
         batch_size=args.batch_size,
-        drop_policy=DropPolicy(args.drop_policy) if args.drop_policy else None,
+        drop_policy=args.drop_policy,
         threads=args.threads if isinstance(args.threads, int) else None,
         manage_threads=args.threads != "library",
     )
@@ -82,7 +81,8 @@ def batch_config(args: argparse.Namespace):
     return BatchConfig(inputs=tuple(args.inputs), outdir=args.output, model=model_config(args),
                        render=render_config(args), batch_size=args.batch_size, ray_address=args.ray,
                        workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                       json_export=args.json, json_masks=args.json_masks, masks_export=args.masks)
+                       json_export=args.json, json_masks=args.json_masks, masks_export=args.masks,
+                       masks_by=args.masks_by)
 
 
 def fleet_config(args: argparse.Namespace):

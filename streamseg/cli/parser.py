@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 
 from streamseg import __version__
-from streamseg.config import DEFAULT_MODEL, DropPolicy, DType, Engine, Style, Task, parse_seconds
+from streamseg.config import DEFAULT_MODEL, Blend, DropPolicy, DType, Encoder, Engine, MasksBy, Style, Task, parse_seconds
 
 COMMANDS = ("run", "batch", "fleet", "bench")
 _COMMANDS_HELP = """commands:
@@ -145,7 +145,7 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", action="store_true", help="write each segment's label on it")
     g.add_argument("--legend", action="store_true", help="draw the classes visible in each frame")
     g.add_argument("--show-fps", action="store_true", help="draw the frame rate")
-    g.add_argument("--blend", choices=("auto", "device", "host"), default="auto",
+    g.add_argument("--blend", choices=[b.value for b in Blend], default=Blend.AUTO.value,
                    help="where fill, mask, blur- and replace-background are drawn for semantic models: on the "
                         "model's device, where the frames and labels already are, or on the host with OpenCV "
                         "(auto: the device on a GPU, the host on the CPU)")
@@ -190,29 +190,18 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                    help="HLS: segments in the playlist; older ones are deleted (default 5)")
     g.add_argument("--json", type=Path, metavar="PATH",
                    help="write JSON Lines: one record per frame with its segments (id, label, score, area, bbox)")
-    g.add_argument("--json-masks", action="store_true", help="add each segment's mask to --json as COCO RLE")
+    add_json_masks_arg(g)
     g.add_argument("--masks", type=Path, metavar="DIR",
                    help="write one indexed PNG per frame holding the class (or segment) id of every pixel")
-    g.add_argument("--masks-by", choices=("segment", "track"), default="segment",
-                   help="instance/panoptic --masks: each pixel's segment id (default) or its track id")
+    add_masks_by_arg(g)
     g.add_argument("--segment-time", type=_seconds, metavar="TIME",
                    help="rotate the output video every TIME (e.g. 10m): rec.mp4 -> rec-000.mp4, rec-001.mp4...; "
                         "a name with %%-codes is a strftime pattern of each file's start (rec-%%Y%%m%%d-%%H%%M%%S.mp4)")
-    g.add_argument("--encoder", choices=("auto", "libx264", "h264_nvenc"), default="auto",
-                   help="H.264 encoder of video outputs: libx264 (CPU) or h264_nvenc (NVIDIA GPU; falls back to "
-                        "libx264 with one warning when it cannot open). auto: h264_nvenc when the model runs on CUDA")
+    add_encoder_arg(g)
     display = g.add_mutually_exclusive_group()
     display.add_argument("--no-display", action="store_true", help="never open a window (headless)")
     display.add_argument("--display", action="store_true", help="open a window also when writing -o")
-    g.add_argument("--serve", metavar="[HOST:]PORT",
-                   help="browser live view: a page, /stream.mjpg and /stats on 127.0.0.1:PORT (0: any free port); "
-                        "another HOST needs --serve-token")
-    g.add_argument("--serve-token", metavar="SECRET",
-                   help="--serve: every request must carry ?token=SECRET (or Authorization: Bearer SECRET); "
-                        "serving beyond 127.0.0.1 without one makes one up and prints it once")
-    g.add_argument("--serve-host", action="append", default=[], metavar="NAME",
-                   help="--serve: a host name the live view may be reached by (repeatable); IP addresses and "
-                        "localhost always work, other names are refused (DNS rebinding)")
+    add_serve_args(g, "browser live view: a page, /stream.mjpg, /stats, /metrics and /healthz")
 
 
 def add_general_args(p: argparse.ArgumentParser) -> None:
@@ -232,42 +221,67 @@ def add_ray_args(g) -> None:
                    help="CPUs per worker, also its forward's threads (default 1)")
 
 
+def add_json_masks_arg(g) -> None:
+    g.add_argument("--json-masks", action="store_true", help="add each segment's mask to the JSON as COCO RLE")
+
+
+def add_masks_by_arg(g) -> None:
+    g.add_argument("--masks-by", choices=[m.value for m in MasksBy], default=MasksBy.SEGMENT.value,
+                   help="instance/panoptic masks: each pixel's segment id (default) or its track id")
+
+
+def add_encoder_arg(g) -> None:
+    g.add_argument("--encoder", choices=[e.value for e in Encoder], default=Encoder.AUTO.value,
+                   help="H.264 encoder of video outputs: libx264 (CPU) or h264_nvenc (NVIDIA GPU; falls back to "
+                        "libx264 with one warning when it cannot open). auto: h264_nvenc when the model runs on CUDA "
+                        "and the GPU has an encoder")
+
+
+def add_serve_args(g, what: str) -> None:
+    """``--serve``, ``--serve-token``, ``--serve-host`` (``run``'s live view and ``fleet``'s dashboard)."""
+    g.add_argument("--serve", metavar="[HOST:]PORT",
+                   help=f"{what} on 127.0.0.1:PORT (0: any free port); another HOST needs --serve-token")
+    g.add_argument("--serve-token", metavar="SECRET",
+                   help="--serve: every request must carry ?token=SECRET (or Authorization: Bearer SECRET); "
+                        "serving beyond 127.0.0.1 without one makes one up and prints it once")
+    g.add_argument("--serve-host", action="append", default=[], metavar="NAME",
+                   help="--serve: a host name the page may be reached by (repeatable); IP addresses and "
+                        "localhost always work, other names are refused (DNS rebinding)")
+
+
+def add_outdir_args(g, *, layout: str, json: str, masks: str) -> None:
+    """``-o OUTDIR`` and the per-input exports of ``batch`` and ``fleet`` (flags: the files go in ``OUTDIR``)."""
+    g.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help=f"folder for {layout} (created; its parent must exist)")
+    g.add_argument("--json", action="store_true", help=f"also write {json}")
+    add_json_masks_arg(g)
+    g.add_argument("--masks", action="store_true", help=f"also write {masks} (a label PNG per frame)")
+    add_masks_by_arg(g)
+
+
 def add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUTS",
                    help="video files, folders (their videos), globs ('clips/**/*.mp4') or text files of paths/URLs")
     g = p.add_argument_group("Ray and outputs")
-    g.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
-                   help="folder for NAME-HASH.mp4 per input and manifest.jsonl (created; its parent must exist)")
+    add_outdir_args(g, layout="NAME-HASH.mp4 per input and manifest.jsonl", json="NAME-HASH.jsonl (segments per frame)",
+                    masks="NAME-HASH.masks/")
     add_ray_args(g)
-    g.add_argument("--json", action="store_true", help="also write NAME-HASH.jsonl (segments per frame)")
-    g.add_argument("--json-masks", action="store_true", help="add each segment's mask to the JSON as COCO RLE")
-    g.add_argument("--masks", action="store_true", help="also write NAME-HASH.masks/ (a label PNG per frame)")
 
 
 def add_fleet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCES",
                    help="live sources: stream URLs, camera:N (on a worker that has it), or text files of them")
     g = p.add_argument_group("Ray, workers and outputs")
-    g.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
-                   help="folder for OUTDIR/NAME/rec-NNN.mp4 per source (created; its parent must exist)")
+    add_outdir_args(g, layout="OUTDIR/NAME/rec-NNN.mp4 per source", json="rec-NNN.jsonl beside each rec-NNN.mp4 "
+                    "(same frames)", masks="OUTDIR/NAME/masks-NNN/")
     add_ray_args(g)
     g.add_argument("--max-restarts", type=int, default=-1, metavar="N",
                    help="Ray restarts of a worker that dies (default -1: always)")
     g.add_argument("--segment-time", type=_seconds, default=300.0, metavar="TIME",
                    help="start a new file every TIME (default 5m): OUTDIR/NAME/rec-000.mp4, rec-001.mp4...")
-    g.add_argument("--json", action="store_true", help="also write rec-NNN.jsonl beside each rec-NNN.mp4 (same frames)")
-    g.add_argument("--json-masks", action="store_true", help="add each segment's mask to the JSON as COCO RLE")
-    g.add_argument("--masks", action="store_true", help="also write OUTDIR/NAME/masks-NNN/ (a label PNG per frame)")
-    g.add_argument("--masks-by", choices=("segment", "track"), default="segment",
-                   help="instance/panoptic --masks: each pixel's segment id (default) or its track id")
-    g.add_argument("--encoder", choices=("auto", "libx264", "h264_nvenc"), default="auto",
-                   help="H.264 encoder of the recordings (auto: h264_nvenc when the model runs on CUDA)")
-    g.add_argument("--serve", metavar="[HOST:]PORT",
-                   help="one dashboard for every source of every worker: the page, /stream.mjpg?source=NAME, "
-                        "/stats, /metrics and /healthz on 127.0.0.1:PORT; another HOST needs --serve-token")
-    g.add_argument("--serve-token", metavar="SECRET", help="--serve: every request must carry ?token=SECRET")
-    g.add_argument("--serve-host", action="append", default=[], metavar="NAME",
-                   help="--serve: a host name the dashboard may be reached by (repeatable)")
+    add_encoder_arg(g)
+    add_serve_args(g, "one dashboard for every source of every worker: the page, /stream.mjpg?source=NAME, "
+                      "/stats, /metrics and /healthz")
     add_reading_args(p.add_argument_group("input"))
 
 

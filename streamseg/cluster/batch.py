@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from streamseg.config import InputConfig, ModelConfig, OutputConfig, RenderConfig, RunConfig
+from streamseg.config import InputConfig, MasksBy, ModelConfig, OutputConfig, RenderConfig, RunConfig, choice
 from streamseg.errors import InputError, StreamsegError, describe, short_message
 from streamseg.outputs.files import make_output_folder
 from streamseg.sources.names import safe_name
@@ -57,8 +57,10 @@ class BatchConfig:
     json_export: bool = False
     json_masks: bool = False
     masks_export: bool = False
+    masks_by: MasksBy = MasksBy.SEGMENT
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "masks_by", choice(MasksBy, self.masks_by, "--masks-by"))
         check_workers(self.workers, self.gpus_per_worker, self.cpus_per_worker)
         if self.batch_size < 1:
             raise InputError(f"invalid batch size {self.batch_size}: expected 1 or more")
@@ -202,7 +204,7 @@ class Annotator:
 
         config = RunConfig(sources=(spec,), model=self.config.model, render=self.config.render,
                            outputs=OutputConfig(output=tmp, json_path=json_part, json_masks=self.config.json_masks,
-                                                masks_dir=masks_part),
+                                                masks_dir=masks_part, masks_by=self.config.masks_by),
                            input=InputConfig(reconnect=0), batch_size=self.config.batch_size, threads=self.threads)
         with Run(config, segmenter=self.segmenter) as run:
             run.open()

@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from streamseg.closing import close_all
-from streamseg.config import OutputConfig
+from streamseg.config import MasksBy, OutputConfig
 from streamseg.errors import OutputError
 from streamseg.roles import Export, Sink, Source
 from streamseg.sources.names import IMAGE_EXTENSIONS, is_url, safe_name
@@ -76,7 +76,7 @@ EXPORT_KINDS: dict[OutputKind, Callable[[Path, OutputContext], Export]] = {
         SegmentedJsonExport(path, ctx.config.segment_time, fps=ctx.source.fps, masks=ctx.config.json_masks,
                             live=ctx.source.live) if ctx.config.json_segments and ctx.config.segment_time
         else JsonLinesExport(path, masks=ctx.config.json_masks, live=ctx.source.live)),
-    OutputKind.MASKS: lambda path, ctx: MaskPngExport(path, ctx.colours, by_track=ctx.config.masks_by == "track"),
+    OutputKind.MASKS: lambda path, ctx: MaskPngExport(path, ctx.colours, by_track=ctx.config.masks_by is MasksBy.TRACK),
 }
 
 

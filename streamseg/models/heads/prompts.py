@@ -24,36 +24,20 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from streamseg.config import MAX_PROMPTS, parse_prompts
 from streamseg.errors import InputError, short_message
 
 from .semantic import SemanticHead
 
 log = logging.getLogger(__name__)
 
-MAX_PROMPTS = 32  # classes a prompt set may hold (the renderer's palette is sized for it)
-
-
-def parse_prompts(text: str | Sequence[str]) -> tuple[str, ...]:
-    """``"person, red car"`` -> ``("person", "red car")``: comma-separated, trimmed, repeats dropped."""
-    items = text.split(",") if isinstance(text, str) else [p for t in text for p in t.split(",")]
-    prompts = tuple(dict.fromkeys(p.strip() for p in items if p.strip()))
-    if not prompts:
-        raise InputError("--prompt needs at least one text, e.g. --prompt \"person, red car\"")
-    if len(prompts) > MAX_PROMPTS:
-        raise InputError(f"--prompt takes at most {MAX_PROMPTS} texts, got {len(prompts)}")
-    if any(len(p) > 200 for p in prompts):
-        raise InputError("a prompt is at most 200 characters")
-    return prompts
-
-
 class PromptHead(SemanticHead):
-    """CLIPSeg as a semantic head whose classes are the prompts (plus a constant "no segment" channel at the
+    """CLIPSeg as a semantic head whose classes are the prompts (``prompts`` and ``threshold`` as
+    :class:`~streamseg.config.ModelConfig` checked them) (plus a constant "no segment" channel at the
     threshold's logit, so that the argmax gives -1 where no prompt reaches the threshold)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, *, prompts: Sequence[str], threshold: float = 0.5,
                  name: str = "", smooth: float = 0.0) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise InputError(f"invalid --prompt-threshold {threshold}: expected a probability between 0 and 1")
         super().__init__(model, id2label={}, num_labels=MAX_PROMPTS, name=name, smooth=smooth)
         self.tokenizer = tokenizer
         self.threshold = threshold
@@ -63,7 +47,7 @@ class PromptHead(SemanticHead):
         self.prompts: tuple[str, ...] = ()
         self._text: torch.Tensor | None = None  # (P, projection_dim) text features of `prompts`
         self.changes = 0
-        self._use(parse_prompts(prompts))
+        self._use(tuple(prompts))  # parsed and checked by ModelConfig
 
     # -- prompts ----------------------------------------------------------------------------------
     def set_prompts(self, text: str | Sequence[str]) -> tuple[str, ...]:
