@@ -31,7 +31,7 @@ from streamseg.models.tracking import Tracked
 from streamseg.outputs.plan import RouteOutputs, RoutePlan, check_route, open_outputs, plan_routes
 from streamseg.pipeline.pipeline import Pipeline, Route
 from streamseg.pipeline.schedule import EveryNth
-from streamseg.pipeline.stats import RunStats
+from streamseg.pipeline.stats import RunStats, Snapshot
 from streamseg.pipeline.threads import ThreadTuner
 from streamseg.pipeline.threads import apply as apply_threads
 from streamseg.pipeline.threads import plan as plan_threads
@@ -167,10 +167,8 @@ class Run(Closing):
                 PreviewServer(config.outputs.serve, token=config.outputs.serve_token, sources=len(sources),
                               hosts=config.outputs.serve_hosts))
             head = self.segmenter.head  # the page shows the controls the model takes as soon as it is served
-            if hasattr(head, "set_prompts"):  # a model that takes text: POST /prompt
-                self.server.prompts = head
-            if hasattr(head, "add_point"):  # a model that tracks what it is shown: POST /point
-                self.server.points = head
+            self.server.prompts = head.prompt_control  # a model that takes text: POST /prompt
+            self.server.points = head.point_control  # a model that tracks what it is shown: POST /point
             shared.append(self.server)
         for i in sorted(sources):
             renderer = Renderer(config.render, self.segmenter.id2label, self.segmenter.num_labels)
@@ -218,15 +216,15 @@ class Run(Closing):
         """The route (``Frame.source``) of the source named ``name``, if it is open."""
         return next((i for i, r in enumerate(self._routes) if r.plan.name == name), None)
 
-    def snapshot(self) -> dict | None:
+    def snapshot(self) -> Snapshot | None:
         """The running pipeline's live figures (:meth:`Pipeline.snapshot`), each source with its ``name``;
         ``None`` before it starts. Any thread."""
         pipeline = self._pipeline
         if pipeline is None:
             return None
         snap = pipeline.snapshot()
-        for figures, route in zip(snap["sources"], self._routes):
-            figures["name"] = route.plan.name
+        for figures, route in zip(snap.sources, self._routes):
+            figures.name = route.plan.name
         return snap
 
     # -- control (any thread) --------------------------------------------------------------
@@ -271,8 +269,7 @@ class Run(Closing):
             segment = self.tuner = ThreadTuner(segment, self.threads.tuned_counts)
         if config.model.infer_every > 1:
             segment = EveryNth(segment, config.model.infer_every)
-        tracks_itself = getattr(self.segmenter.head, "tracks_itself", False)  # SAM2 video: its object ids
-        if self.segmenter.task is not Task.SEMANTIC and not tracks_itself:  # instance/panoptic: track ids
+        if self.segmenter.task is not Task.SEMANTIC and not self.segmenter.head.tracks_itself:  # instance/panoptic
             segment = Tracked(segment, buffer=config.model.track_buffer)
         pipeline = Pipeline(routes, segment, batch_size=config.batch_size,
                             channel_size=config.channel_size, drop_policy=config.drop_policy,
@@ -291,9 +288,9 @@ class Run(Closing):
 
     def written(self, route: _OpenRoute | None = None) -> list[Written]:
         """What the outputs hold so far (of one route, or of all): after a failure, what was kept."""
-        return [Written(Path(getattr(o, "path", None) or o.folder), tuple(o.written))
+        return [Written(Path(getattr(o, "path", None) or o.folder), tuple(o.written))  # a file's path, or a folder
                 for r in ([route] if route is not None else self._routes)
-                for o in r.outputs.owned if getattr(o, "written", None)]
+                for o in r.outputs.owned if o.written]
 
     def _report(self, routes: list[Route], total: RunStats, stills: dict[int, list[SegmentationResult]]) -> RunReport:
         by_spec = {}

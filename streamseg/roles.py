@@ -4,7 +4,8 @@
 * a segment function turns a batch of frames into one :class:`~streamseg.frames.SegmentationResult`
   each (called by the inference thread only);
 * a draw function turns a result into a picture (called by the render thread only);
-* a :class:`Sink` takes drawn frames and an :class:`Export` takes results (render thread).
+* a :class:`Sink` takes drawn frames and an :class:`Export` takes results (render thread);
+* a :class:`PromptControl` or :class:`PointControl` takes what a live view sends to the model (any thread).
 
 Sources, sinks and exports are created in the caller's thread, so that a bad path fails
 before any worker starts; each has an idempotent ``close()``.
@@ -36,16 +37,41 @@ class Source(Protocol):
     fps: float | None
     expected_frames: int | None
     audio_path: str | None
-    description: str
+    description: str  # for messages, logs and pages: no password or token
+    reconnects: int  # times a live stream came back
+    gap_seconds: float  # seconds lost to those gaps
+    damaged_packets: int  # packets the decoder could not use and skipped
+    connected: bool  # False while a live stream waits to come back
 
     def __iter__(self) -> Iterator[Frame]: ...
 
+    def interrupt(self) -> None: ...
+
     def close(self) -> None: ...
+
+
+class SourceBase(Closing):
+    """The figures of a source that never reconnects and skips nothing, and an ``interrupt()`` that has nothing
+    to interrupt (a source blocked in a wait overrides it)."""
+
+    audio_path: str | None = None
+    expected_frames: int | None = None
+    reconnects = 0
+    gap_seconds = 0.0
+    damaged_packets = 0
+    connected = True
+
+    def interrupt(self) -> None:
+        """End a wait for the source at once (any thread); nothing waits here."""
 
 
 @runtime_checkable
 class Sink(Protocol):
     """Takes annotated frames. ``finish()`` is called before ``close()`` only when the input was read to its end."""
+
+    written: list[Path]  # the files written so far
+    bytes_written: int  # bytes written to files and streams so far
+    publish_reconnects: int  # times a published stream's server was reconnected
 
     def write(self, frame: Frame) -> None: ...
 
@@ -58,9 +84,29 @@ class Sink(Protocol):
 class Export(Protocol):
     """Takes segmentation results (JSON records, mask images...)."""
 
+    written: list[Path]  # the files written so far
+
     def write(self, result: SegmentationResult) -> None: ...
 
     def close(self) -> None: ...
+
+
+class PromptControl(Protocol):
+    """Text prompts a live view may read and replace (a model that takes text). Thread-safe."""
+
+    prompts: tuple[str, ...]  # the prompts in use
+    changes: int  # how many times they were replaced
+
+    def set_prompts(self, text: str | Sequence[str]) -> tuple[str, ...]: ...
+
+
+class PointControl(Protocol):
+    """Objects a live view may add or remove by a point on a source's frame (a model that tracks what it is
+    shown). Thread-safe: the click applies before that source's next frame."""
+
+    def add_point(self, x: float, y: float, source: int = 0) -> None: ...
+
+    def remove_point(self, x: float, y: float, source: int = 0) -> None: ...
 
 
 class SinkBase(Closing):
@@ -68,6 +114,9 @@ class SinkBase(Closing):
 
     ``written`` lists the files a sink has written so far (none for windows and the like).
     """
+
+    bytes_written = 0
+    publish_reconnects = 0
 
     def finish(self) -> None:
         """The source was read to its end."""

@@ -15,12 +15,11 @@ from streamseg.errors import SourceError
 from streamseg.frames import Frame, SegmentationResult
 from streamseg.pipeline.pipeline import Pipeline, Route
 from streamseg.render.renderer import Renderer
+from streamseg.roles import SinkBase, SourceBase
 
 
-class ListSource:
+class ListSource(SourceBase):
     """Frames from memory; ``live`` ones arrive every ``interval`` seconds; may fail at a given index."""
-
-    audio_path = None
 
     def __init__(self, n, *, live=False, interval=0.0, fail_at=None, fps=25.0):
         self.n, self.live, self.interval, self.fail_at, self.fps = n, live, interval, fail_at, fps
@@ -40,7 +39,7 @@ class ListSource:
         self.closed = True
 
 
-class RecordingSink:
+class RecordingSink(SinkBase):
     def __init__(self, delay=0.0, fail_at=None):
         self.frames, self.delay, self.fail_at = [], delay, fail_at
         self.finished = False

@@ -119,11 +119,11 @@ def test_a_worker_records_moves_continues_numbering_and_stops_when_its_driver_go
         worker.assign({"a": a, "b": b})
 
         def written(*names):
-            figures = {s["source"]: s for s in worker.status()["sources"]}
-            return all(n in figures and figures[n]["frames_written"] >= 8 for n in names) and figures
+            figures = {s.source: s for s in worker.status()["sources"]}
+            return all(n in figures and figures[n].frames_written >= 8 for n in names) and figures
 
         figures = _wait(lambda: written("a", "b"), 60, "both sources recording")
-        assert {f["worker"] for f in figures.values()} == {"w"} and figures["a"]["description"] == a
+        assert {f.worker for f in figures.values()} == {"w"} and figures["a"].description == a
         image = cv2.imdecode(np.frombuffer(worker.frame("a", 64), np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (38, 64, 3)  # the 160x96 picture scaled down to 64 wide, for a viewer
         assert worker.frame("nowhere", 64) is None

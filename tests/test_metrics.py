@@ -11,6 +11,7 @@ from fakes import ListSource, RecordingSink, mean_segmenter, renderer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamseg.pipeline.pipeline import Pipeline, Route
+from streamseg.pipeline.stats import Snapshot
 from streamseg.serve.server import PreviewServer
 
 
@@ -72,7 +73,7 @@ def test_metrics_move_and_health_names_the_source_that_failed():
 
 
 def test_metrics_and_health_follow_the_token_rule():
-    with PreviewServer("0", token="s3cret", stats=lambda: {"sources": []}) as server:
+    with PreviewServer("0", token="s3cret", stats=Snapshot) as server:
         for path in ("metrics", "healthz"):
             assert _get(server.url + path)[0] == 403
             assert _get(server.url + f"{path}?token=s3cret")[0] == 200

@@ -6,8 +6,9 @@ from conftest import SAMPLE_CLIP, decode, save_tiny_segformer, scene_frames
 
 from streamseg.config import DType, ModelConfig
 from streamseg.errors import InputError, ModelLoadError
+from streamseg.models.loading import resolve_device, resolve_dtype
 from streamseg.models.preprocess import PreprocessSpec
-from streamseg.models.segmenter import Segmenter, resolve_device, resolve_dtype
+from streamseg.models.segmenter import Segmenter
 from streamseg.models.tensor_ops import upsampled_argmax
 
 

@@ -44,7 +44,7 @@ def test_a_source_that_dies_does_not_stop_the_others():
     assert len(sink_good.frames) == 40 and pipeline.routes[0].error is None
     assert [f.index for f in sink_bad.frames] == list(range(7))  # what it gave before dying is kept
     assert "source broke at 7" in str(pipeline.routes[1].error)
-    assert pipeline.snapshot()["sources"][1]["error"] == "source broke at 7"
+    assert pipeline.snapshot().sources[1].error == "source broke at 7"
 
 
 def test_output_names_never_collide(tmp_path):

@@ -19,6 +19,7 @@ from conftest import StreamServer, cli_process, scene_frames
 
 from streamseg.errors import InputError
 from streamseg.frames import Frame
+from streamseg.pipeline.stats import Snapshot, SourceFigures
 from streamseg.serve.server import PreviewServer, parse_address
 
 
@@ -58,7 +59,7 @@ def test_addresses_default_to_localhost():
 
 def test_page_frames_stream_and_stats():
     frames = scene_frames(6, 160, 96)
-    with PreviewServer("0", stats=lambda: {"sources": [{"source": "test", "frames_written": 3}]}) as server:
+    with PreviewServer("0", stats=lambda: Snapshot([SourceFigures(source="test", frames_written=3)])) as server:
         assert server.url.startswith("http://127.0.0.1:")
         status, ctype, page = _get(server.url)
         assert status == 200 and ctype.startswith("text/html") and b'src="stream.mjpg?source=0"' in page
@@ -85,7 +86,7 @@ def test_page_frames_stream_and_stats():
         status, ctype, body = _get(server.url + "stats")
         stats = json.loads(body)
         assert status == 200 and ctype == "application/json"
-        assert stats["sources"] == [{"source": "test", "frames_written": 3}] and "viewers" in stats
+        assert [(s["source"], s["frames_written"]) for s in stats["sources"]] == [("test", 3)] and "viewers" in stats
         assert _get(server.url + "nope")[0] == 404
 
 
@@ -269,7 +270,10 @@ def test_stats_never_show_a_password_and_the_token_is_printed_once_only_when_mad
                 line = proc.stderr.readline()
             token = re.search(r"\?token=([\w-]+)", line).group(1)  # made up, so shown, once
             port = re.search(r":(\d+)/", line).group(1)
-            stats = _get(f"http://127.0.0.1:{port}/stats?token={token}")[2].decode()
+            deadline = time.monotonic() + 30  # the page is served before the pipeline starts: wait for its source
+            while '"sources": []' in (stats := _get(f"http://127.0.0.1:{port}/stats?token={token}")[2].decode()):
+                assert time.monotonic() < deadline, stats
+                time.sleep(0.1)
             assert "s3cretPW" not in stats and "viewer:***@127.0.0.1" in stats
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from streamseg.closing import Closing
 from streamseg.errors import InputError, describe, redact
 from streamseg.outputs.files import make_output_folder
+from streamseg.pipeline.stats import COUNTERS, Snapshot, SourceFigures
 
 from .batch import INSTALL_HINT, expand_inputs, init_ray
 from .fleet_plan import FleetConfig, fleet_names, spread
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("frames_read", "frames_inferred", "frames_written", "frames_dropped", "reconnects", "bytes_written")
 POLL = 1.0  # seconds between two status rounds
 
 
@@ -61,7 +61,7 @@ class _Source:
     spec: str
     worker: str | None = None  # where it runs now (per the last status)
     key: tuple | None = None  # (worker, incarnation, run) of the figures in `last`
-    last: dict | None = None
+    last: SourceFigures | None = None
     base: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))  # counters of earlier runs
     restarts: int = 0
     failed: str | None = None
@@ -71,8 +71,7 @@ class _Source:
     def fold(self) -> None:
         """Its run is over: add that run's counters to the totals of earlier runs."""
         if self.last is not None:
-            for k in COUNTERS:
-                self.base[k] += self.last.get(k, 0) or 0
+            self.base = self.last.totals(self.base)
             self.restarts += 1
             self.last = None
 
@@ -84,8 +83,7 @@ class _Source:
 
     def totals(self) -> dict[str, int]:
         """Its counters over every run so far."""
-        last = self.last or {}
-        return {k: self.base[k] + (last.get(k, 0) or 0) for k in COUNTERS}
+        return self.last.totals(self.base) if self.last is not None else dict(self.base)
 
 
 @dataclass
@@ -107,7 +105,7 @@ class Fleet(Closing):
         self.say = on_event or log.warning
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._snapshot: dict = {"sources": [], "workers": []}
+        self._snapshot = Snapshot(workers=[])
         self._workers: list[_Worker] = []
         self._sources: dict[str, _Source] = {}
         self.view = None
@@ -133,7 +131,7 @@ class Fleet(Closing):
         """Every source, name -> spec (once open)."""
         return {n: s.spec for n, s in self._sources.items()}
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Snapshot:
         """The fleet's figures now: every source (named, with its worker), every worker. Any thread."""
         with self._lock:
             return self._snapshot
@@ -237,7 +235,7 @@ class Fleet(Closing):
                 source.ended = True
                 self.say(f"source {name} ended")
         for figures in status["sources"]:
-            source = self._sources.get(figures["source"])
+            source = self._sources.get(figures.source)
             if source is None:
                 continue
             key = (w.name, status["incarnation"], status["run"])
@@ -291,23 +289,21 @@ class Fleet(Closing):
     def _publish(self) -> None:
         rows = []
         for source in self._sources.values():
-            row = dict(source.last) if source.last is not None else _idle_figures()
-            row.update(source.totals())
-            row.update(source=source.name, worker=source.worker or "", restarts=source.restarts,
-                       description=redact(source.spec))
+            row = dataclasses.replace(source.last or SourceFigures(source=source.name), **source.totals(),
+                                      source=source.name, worker=source.worker or "", restarts=source.restarts,
+                                      description=redact(source.spec))
             if source.failed:
-                row["error"] = source.failed
+                row.error = source.failed
             elif source.ended:
-                row["ended"] = True
+                row.ended = True
             elif source.worker is None:
-                row["connected"] = False  # waiting for a worker: /healthz says so
+                row.connected = False  # waiting for a worker: /healthz says so
             rows.append(row)
         workers = [{"worker": w.name, "up": w.up, "pid": w.pid, "lost": w.lost,
                     "sources": sorted(w.assigned), "batch_size": w.status.get("batch_size", 0)}
                    for w in self._workers]
-        snap = {"sources": rows, "workers": workers,
-                "batches": sum(w.status.get("batches", 0) for w in self._workers if w.up),
-                "batch_size": max((w.status.get("batch_size", 0) for w in self._workers if w.up), default=0)}
+        snap = Snapshot(rows, workers=workers, batches=sum(w.status.get("batches", 0) for w in self._workers if w.up),
+                        batch_size=max((w.status.get("batch_size", 0) for w in self._workers if w.up), default=0))
         with self._lock:
             self._snapshot = snap
 
@@ -329,7 +325,7 @@ class Fleet(Closing):
             try:
                 final = ray.get(refs[w.name], timeout=60)
                 for figures in final.get("sources", []):  # the last figures of each source
-                    source = self._sources.get(figures["source"])
+                    source = self._sources.get(figures.source)
                     if source is not None and source.worker == w.name:
                         source.last = figures
             except (ray.exceptions.RayError, TimeoutError) as exc:
@@ -353,14 +349,6 @@ class Fleet(Closing):
                     self._ray.shutdown()
         except Exception as exc:  # noqa: BLE001 - closing down: one line at debug, never a traceback
             log.debug("closing the fleet: %s", exc)
-
-
-def _idle_figures() -> dict:
-    """The figures of a source that runs nowhere now (the dashboard's page reads these keys)."""
-    return {**dict.fromkeys(COUNTERS, 0), "queue_depth": 0, "fps": 0.0,
-            "latency_ms": {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}, "stages": {},
-            "gap_seconds": 0.0, "connected": True, "live": True, "ended": False, "last_read_age": None,
-            "publish_reconnects": 0, "error": None}
 
 
 def _actor_error(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from streamseg.pipeline.stats import Snapshot
 from streamseg.serve.server import PreviewServer
 
 
@@ -29,7 +30,7 @@ class _Relay:
 class FleetView(PreviewServer):
     """``fetch(name)``: the newest JPEG of source ``name`` from the worker running it (``None``: none now)."""
 
-    def __init__(self, address: str, *, names: Sequence[str], stats: Callable[[], dict],
+    def __init__(self, address: str, *, names: Sequence[str], stats: Callable[[], Snapshot],
                  fetch: Callable[[str], bytes | None], fps: float = 5.0, token: str | None = None,
                  hosts: tuple[str, ...] = ()) -> None:
         self.names = list(names)

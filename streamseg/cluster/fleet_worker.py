@@ -16,6 +16,7 @@ process: no orphan keeps a camera, a file or device memory.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from streamseg.errors import InputError, OutputError
 from streamseg.frames import Frame
+from streamseg.pipeline.stats import Snapshot, SourceFigures
 from streamseg.roles import SinkBase
 
 from .batch import failure_reason
@@ -127,12 +129,13 @@ class FleetWorker:
         return {"worker": self.name, "pid": self.pid, "incarnation": self.incarnation, "run": self._runs,
                 "load_error": self.load_error, "assigned": sorted(self._want), "running": sorted(running),
                 "sources": sources, "failed": failed, "ended": ended, "run_error": self._run_error,
-                "orphaned": self.orphaned, "batches": snapshot["batches"] if snapshot else 0,
-                "batch_size": snapshot["batch_size"] if snapshot else 0}
+                "orphaned": self.orphaned, "batches": snapshot.batches if snapshot else 0,
+                "batch_size": snapshot.batch_size if snapshot else 0}
 
-    def _named(self, snapshot: dict) -> list[dict]:
-        return [{**figures, "description": figures["source"], "source": figures["name"], "worker": self.name}
-                for figures in snapshot["sources"]]
+    def _named(self, snapshot: Snapshot) -> list[SourceFigures]:
+        """Each source's figures under its fleet name (``description``: what the source is), with this worker."""
+        return [dataclasses.replace(figures, description=figures.source, source=figures.name, worker=self.name)
+                for figures in snapshot.sources]
 
     def frame(self, name: str, width: int) -> bytes | None:
         """The newest drawn frame of source ``name``, at most ``width`` wide, as a JPEG (``None``: not here)."""

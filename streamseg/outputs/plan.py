@@ -251,7 +251,7 @@ class RouteOutputs:
 
     @property
     def written(self) -> list[Path]:
-        return [p for o in self.owned for p in getattr(o, "written", [])]
+        return [p for o in self.owned for p in o.written]
 
     def close(self) -> None:
         close_all(self.owned)

@@ -39,15 +39,15 @@ class TeeSink(SinkBase):
 
     @property
     def written(self) -> list[Path]:
-        return [path for s in self.sinks for path in getattr(s, "written", [])]
+        return [path for s in self.sinks for path in s.written]
 
     @property
     def bytes_written(self) -> int:
-        return sum(getattr(s, "bytes_written", 0) for s in self.sinks)
+        return sum(s.bytes_written for s in self.sinks)
 
     @property
     def publish_reconnects(self) -> int:
-        return sum(getattr(s, "publish_reconnects", 0) for s in self.sinks)
+        return sum(s.publish_reconnects for s in self.sinks)
 
     def close(self) -> None:
         close_all(self.sinks)

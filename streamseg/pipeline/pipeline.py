@@ -58,7 +58,7 @@ from streamseg.roles import DrawFn, Export, SegmentFn, Sink, Source
 
 from .channel import END, Channel
 from .live_batch import LiveBatch
-from .stats import RunStats, source_figures
+from .stats import RunStats, Snapshot, SourceFigures, source_figures
 
 log = logging.getLogger(__name__)
 
@@ -125,26 +125,24 @@ class Pipeline:
         """Graceful: stop reading; what was read is still segmented and written."""
         self.stop_event.set()
         for route in self.routes:
-            interrupt = getattr(route.source, "interrupt", None)  # e.g. a stream waiting to reconnect
-            if interrupt is not None:
-                interrupt()
+            route.source.interrupt()  # e.g. a stream waiting to reconnect
 
     def abort(self) -> None:
         """Fast: stop reading and inferring; what was already inferred is written, the sinks are closed."""
         self.request_stop()
         self._abort.set()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Snapshot:
         """Live figures for ``/stats`` and ``/metrics`` (any thread): one entry per source, and the batch."""
-        return {"sources": [self._route_snapshot(i) for i in range(len(self.routes))], "batches": self._batches,
-                "batch_size": self.live_batch if self.live else self.batch_size}
+        return Snapshot([self._route_snapshot(i) for i in range(len(self.routes))], batches=self._batches,
+                        batch_size=self.live_batch if self.live else self.batch_size)
 
-    def _route_snapshot(self, i: int) -> dict:
+    def _route_snapshot(self, i: int) -> SourceFigures:
         route, channel = self.routes[i], self.channels[i]
         elapsed = time.monotonic() - self._started if self._started else 0.0
         return source_figures(route.stats, route.source, channel_depth=len(channel), dropped=channel.dropped,
-                              bytes_written=getattr(route.sink, "bytes_written", 0), elapsed=elapsed,
-                              publish_reconnects=getattr(route.sink, "publish_reconnects", 0),
+                              bytes_written=route.sink.bytes_written, elapsed=elapsed,
+                              publish_reconnects=route.sink.publish_reconnects,
                               error=None if route.error is None else redact(str(route.error)))
 
     @property
@@ -191,7 +189,7 @@ class Pipeline:
                 self._route_errors.append(exc)
                 others = sum(1 for r in self.routes if r.error is None)
             if others:  # with no other route left, run() raises it: nothing to log
-                log.error("%s: %s (the other sources go on)", getattr(source, "description", f"source {i}"), exc)
+                log.error("%s: %s (the other sources go on)", source.description, exc)
         finally:
             channel.close()
 
@@ -395,9 +393,9 @@ class Pipeline:
         for route, channel in zip(self.routes, self.channels):
             st = route.stats
             st.frames_dropped = channel.dropped
-            st.reconnects = getattr(route.source, "reconnects", 0)
-            st.gap_seconds = getattr(route.source, "gap_seconds", 0.0)
-            st.damaged_packets = getattr(route.source, "damaged_packets", 0)
+            st.reconnects = route.source.reconnects
+            st.gap_seconds = route.source.gap_seconds
+            st.damaged_packets = route.source.damaged_packets
             st.wall_seconds = wall
         self.stats = RunStats.total((r.stats for r in self.routes), batches=self._batches,
                                     wall_seconds=wall,

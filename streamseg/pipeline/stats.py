@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from streamseg.roles import Source
 
 _LATENCY_WINDOW = 500  # frames over which latency percentiles are taken
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds: the /metrics histogram's upper bounds
@@ -93,16 +96,79 @@ class RunStats:
         return out
 
 
-def source_figures(st: RunStats, source: object, *, channel_depth: int, dropped: int, bytes_written: int,
-                   elapsed: float, error: str | None, publish_reconnects: int = 0) -> dict:
-    """One source's live figures, as ``/stats`` shows them and ``/metrics`` and ``/healthz`` read them."""
-    return {"source": getattr(source, "description", "?"), "frames_read": st.frames_read,
-            "frames_inferred": st.frames_inferred, "frames_written": st.frames_written, "frames_dropped": dropped,
-            "queue_depth": channel_depth, "fps": st.frames_written / elapsed if elapsed > 0 else 0.0,
-            "latency_ms": st.latency_percentiles(),
-            "latency_histogram": {"buckets": list(st.latency_buckets), "count": st.latency_count, "sum": st.latency_sum},
-            "stages": {name: {"seconds": t.seconds, "items": t.items} for name, t in st.stages.items()},
-            "reconnects": getattr(source, "reconnects", 0), "gap_seconds": getattr(source, "gap_seconds", 0.0),
-            "connected": bool(getattr(source, "connected", True)), "live": st.live, "ended": st.completed,
-            "last_read_age": None if st.last_read is None else time.monotonic() - st.last_read,
-            "bytes_written": bytes_written, "publish_reconnects": publish_reconnects, "error": error}
+COUNTERS = ("frames_read", "frames_inferred", "frames_written", "frames_dropped", "reconnects", "bytes_written")
+
+
+@dataclass
+class SourceFigures:
+    """One source's live figures: what ``/stats`` shows and ``/metrics`` and ``/healthz`` read, and what a fleet's
+    worker sends its driver. ``name``, ``worker``, ``restarts`` and ``description`` are filled by a run or a fleet
+    that names its sources."""
+
+    source: str  # the source's description (no password or token); a fleet's source name
+    frames_read: int = 0
+    frames_inferred: int = 0
+    frames_written: int = 0
+    frames_dropped: int = 0
+    queue_depth: int = 0
+    fps: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=lambda: {"p50": 0.0, "p95": 0.0})
+    latency_histogram: dict | None = None  # {"buckets": counts per LATENCY_BUCKETS, "count": n, "sum": seconds}
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {"seconds": s, "items": n}
+    reconnects: int = 0
+    gap_seconds: float = 0.0
+    connected: bool = True
+    live: bool = True
+    ended: bool = False
+    last_read_age: float | None = None  # seconds since the last frame read
+    bytes_written: int = 0
+    publish_reconnects: int = 0
+    error: str | None = None
+    name: str | None = None  # a run's name for the source (its file names)
+    worker: str | None = None  # a fleet: the worker that runs it
+    restarts: int | None = None  # a fleet: times it was started again
+    description: str | None = None  # a fleet: the source's description (``source`` holds its name)
+
+    def as_dict(self) -> dict:
+        """The JSON of ``/stats``: every figure; the naming fields only where they are set."""
+        out = dataclasses.asdict(self)
+        for key in ("name", "worker", "restarts", "description"):
+            if out[key] is None:
+                del out[key]
+        if out["latency_histogram"] is None:
+            del out["latency_histogram"]
+        return out
+
+    def totals(self, base: Mapping[str, int]) -> dict[str, int]:
+        """Its :data:`COUNTERS` plus ``base`` (the counts of the source's earlier runs)."""
+        return {k: base.get(k, 0) + getattr(self, k) for k in COUNTERS}
+
+
+@dataclass
+class Snapshot:
+    """A run's (or a fleet's) live figures at one moment: one :class:`SourceFigures` per source, and the batch."""
+
+    sources: list[SourceFigures] = field(default_factory=list)
+    batches: int = 0  # forwards run
+    batch_size: int = 0  # frames per forward now (live: the adaptive live batch)
+    workers: list[dict] | None = None  # a fleet: each worker's state
+
+    def as_dict(self) -> dict:
+        out = {"sources": [s.as_dict() for s in self.sources], "batches": self.batches, "batch_size": self.batch_size}
+        if self.workers is not None:
+            out["workers"] = self.workers
+        return out
+
+
+def source_figures(st: RunStats, source: Source, *, channel_depth: int, dropped: int, bytes_written: int,
+                   elapsed: float, error: str | None, publish_reconnects: int = 0) -> SourceFigures:
+    """One source's live figures from its stats and the state of its source and channel."""
+    return SourceFigures(
+        source=source.description, frames_read=st.frames_read, frames_inferred=st.frames_inferred,
+        frames_written=st.frames_written, frames_dropped=dropped, queue_depth=channel_depth,
+        fps=st.frames_written / elapsed if elapsed > 0 else 0.0, latency_ms=st.latency_percentiles(),
+        latency_histogram={"buckets": list(st.latency_buckets), "count": st.latency_count, "sum": st.latency_sum},
+        stages={name: {"seconds": t.seconds, "items": t.items} for name, t in st.stages.items()},
+        reconnects=source.reconnects, gap_seconds=source.gap_seconds, connected=bool(source.connected), live=st.live,
+        ended=st.completed, last_read_age=None if st.last_read is None else time.monotonic() - st.last_read,
+        bytes_written=bytes_written, publish_reconnects=publish_reconnects, error=error)

@@ -33,6 +33,7 @@ import cv2
 
 from streamseg.errors import InputError, OutputError, redact
 from streamseg.frames import Frame
+from streamseg.pipeline.stats import Snapshot
 from streamseg.roles import SinkBase
 
 from .page import page
@@ -99,12 +100,12 @@ class PreviewServer(SinkBase):
     """
 
     def __init__(self, address: str, *, token: str | None = None, quality: int = 80,
-                 stats: Callable[[], dict] | None = None, sources: int = 1, hosts: tuple[str, ...] = (),
+                 stats: Callable[[], Snapshot] | None = None, sources: int = 1, hosts: tuple[str, ...] = (),
                  max_connections: int = 64, idle_timeout: float = 10.0) -> None:
         host, port = parse_address(address)
         self.token_generated = host not in LOCAL_HOSTS and not token
         self.token = secrets.token_urlsafe(16) if self.token_generated else token
-        self.stats = stats or (lambda: {"sources": []})
+        self.stats = stats or Snapshot
         self.prompts = None  # set by the run for a model that takes text: the PromptHead (POST /prompt)
         self.points = None  # ... for a model that tracks what it is shown: the PointTrackerHead (POST /point)
         self._quality = quality
@@ -287,7 +288,7 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             if url.path in ("/", "/index.html"):
                 self._send(200, page(server, query, token).encode(), "text/html; charset=utf-8")
             elif url.path == "/stats":
-                body = dict(server.stats())
+                body = server.stats().as_dict()
                 body["viewers"] = server.viewers
                 if server.prompts is not None:
                     body["prompts"] = list(server.prompts.prompts)

@@ -9,14 +9,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from streamseg.closing import Closing
 from streamseg.errors import SourceError
 from streamseg.frames import Frame
+from streamseg.roles import SourceBase
 
 log = logging.getLogger(__name__)
 
 
-class CameraSource(Closing):
+class CameraSource(SourceBase):
     """A local camera through OpenCV; timestamps are wall-clock milliseconds from the first frame.
 
     ``capture_factory`` builds the capture object (``cv2.VideoCapture`` by default):
@@ -24,8 +24,6 @@ class CameraSource(Closing):
     """
 
     live = True
-    audio_path = None
-    expected_frames = None
 
     def __init__(self, index: int, *, capture_factory: Callable[[int], object] | None = None) -> None:
         import cv2

@@ -8,17 +8,16 @@ import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 
-from streamseg.closing import Closing
 from streamseg.errors import SourceError, redact
 from streamseg.frames import Frame
-from streamseg.roles import Source
+from streamseg.roles import Source, SourceBase
 
 from .video import VideoSource
 
 log = logging.getLogger(__name__)
 
 
-class ReconnectingSource(Closing):
+class ReconnectingSource(SourceBase):
     """A live network stream that comes back: reopened with exponential backoff when it fails or ends.
 
     Timestamps follow the wall clock (milliseconds since the first frame), so a recording
@@ -30,8 +29,6 @@ class ReconnectingSource(Closing):
     """
 
     live = True
-    audio_path = None
-    expected_frames = None
 
     def __init__(self, spec: str, *, timeout: float = 10.0, attempts: int | None = None, max_delay: float = 30.0,
                  first_delay: float = 0.5, opener: Callable[[], Source] | None = None,

@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from streamseg.closing import Closing
 from streamseg.errors import SourceError, redact, short_message
 from streamseg.frames import Frame
+from streamseg.roles import SourceBase
 
 from .names import IMAGE_EXTENSIONS, is_url
 
@@ -48,11 +48,10 @@ def _download(url: str, timeout: float) -> bytes:
         raise SourceError(f"cannot download image {redact(url)} ({redact(text)})") from exc
 
 
-class ImageSource(Closing):
+class ImageSource(SourceBase):
     """One still image, or every image in a folder (sorted by name)."""
 
     live = False
-    audio_path = None
 
     def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
         spec = str(path)

@@ -11,16 +11,16 @@ from urllib.parse import urlparse
 import av
 import numpy as np
 
-from streamseg.closing import Closing
 from streamseg.errors import SourceError, redact, short_message
 from streamseg.frames import Frame
+from streamseg.roles import SourceBase
 
 from .names import VIDEO_FILE_SUFFIXES, is_url
 
 log = logging.getLogger(__name__)
 
 
-class VideoSource(Closing):
+class VideoSource(SourceBase):
     """A video file or network stream decoded with PyAV.
 
     Files keep their timestamps as they are. Live streams (network URLs) start at 0

@@ -33,6 +33,8 @@ from streamseg.config import Task
 from streamseg.errors import InputError, short_message
 from streamseg.frames import Frame, SegmentationResult
 
+from .base import HeadBase
+
 log = logging.getLogger(__name__)
 
 MAX_OBJECTS = 64  # objects tracked per source at most (each costs a decoder pass per frame)
@@ -115,7 +117,7 @@ class _Stream:
     last_objects: list[int] = field(default_factory=list)  # object id of each index in last_ids
 
 
-class PointTrackerHead:
+class PointTrackerHead(HeadBase):
     """A SAM2-video-family model as a head: objects given by points, tracked per source. Owned by the inference
     thread; :meth:`add_point` and :meth:`remove_point` may be called from any thread (the live view)."""
 
@@ -138,6 +140,10 @@ class PointTrackerHead:
         self.changes = 0
 
     # -- clicks (any thread) ----------------------------------------------------------------------
+    @property
+    def point_control(self) -> PointTrackerHead:
+        return self  # clicks on the live view: add_point, remove_point
+
     def add_point(self, x: float, y: float, source: int = 0) -> None:
         """Track a new object at source pixel ``(x, y)`` from that source's next frame on."""
         self._queue(source, True, x, y)
@@ -161,7 +167,7 @@ class PointTrackerHead:
     def label_maps(self, outputs, sizes):  # pragma: no cover - results() is the path; labels need the frames
         raise NotImplementedError("point tracking needs the frames (their sources): use Segmenter.segment")
 
-    def results(self, outputs, frames: Sequence[Frame], **_: object) -> list[SegmentationResult]:
+    def results(self, outputs, frames: Sequence[Frame], *, pictures=None, blender=None) -> list[SegmentationResult]:
         pixel_values, features = outputs
         out = []
         for i, frame in enumerate(frames):
@@ -260,18 +266,12 @@ class PointTrackerHead:
             self._pending.clear()
 
 
-def load_point_head(name: str, hub: dict, config, device: torch.device, dtype: torch.dtype, model_type: str):
-    """The :class:`PointTrackerHead` of a SAM2-video-family model, or ``None``; one-line errors for ``--point``
-    with a model that cannot take points."""
-    from streamseg.errors import ModelLoadError
-
-    if model_type not in VIDEO_TYPES:
-        if config.points:
-            raise ModelLoadError(f"--point needs a model that tracks what it is shown (SAM 2 video: --model "
-                                 f"facebook/sam2.1-hiera-tiny, or EdgeTAM); {config.name!r} is a "
-                                 f"{model_type or 'unknown'} model")
-        return None
+def load_point_head(name: str, hub: dict, config, device: torch.device, dtype: torch.dtype,
+                    model_type: str) -> PointTrackerHead:
+    """The :class:`PointTrackerHead` of a SAM2-video-family model (``model_type`` in :data:`VIDEO_TYPES`)."""
     import transformers
+
+    from streamseg.errors import ModelLoadError
 
     try:
         model = getattr(transformers, VIDEO_TYPES[model_type]).from_pretrained(name, **hub)

@@ -50,6 +50,10 @@ class PromptHead(SemanticHead):
         self._use(tuple(prompts))  # parsed and checked by ModelConfig
 
     # -- prompts ----------------------------------------------------------------------------------
+    @property
+    def prompt_control(self) -> PromptHead:
+        return self  # the live view's text box: set_prompts, prompts, changes
+
     def set_prompts(self, text: str | Sequence[str]) -> tuple[str, ...]:
         """Replace the prompt set from the next batch on (any thread); the parsed set. Raises InputError."""
         prompts = parse_prompts(text)
@@ -98,16 +102,10 @@ class PromptHead(SemanticHead):
         return labels.to(torch.int16).cpu().numpy()  # -1: no segment
 
 
-def load_prompt_head(name: str, hub: dict, config, device: torch.device, dtype: torch.dtype, model_type: str):
-    """The :class:`PromptHead` of a CLIPSeg model (``model_type`` ``clipseg``), or the one-line error for
-    ``--prompt`` with a model that cannot take text, and for CLIPSeg without ``--prompt``."""
+def load_prompt_head(name: str, hub: dict, config, device: torch.device, dtype: torch.dtype) -> PromptHead:
+    """The :class:`PromptHead` of a CLIPSeg model; a one-line error for CLIPSeg without ``--prompt``."""
     from streamseg.errors import ModelLoadError
 
-    if model_type != "clipseg":
-        if config.prompts:
-            raise ModelLoadError(f"--prompt needs a model that takes text (CLIPSeg, e.g. --model "
-                                 f"CIDAS/clipseg-rd64-refined); {config.name!r} is a {model_type or 'unknown'} model")
-        return None
     if not config.prompts:
         raise ModelLoadError(f"model {config.name!r} segments what it is told: give --prompt \"person, car\"")
     if config.compile:

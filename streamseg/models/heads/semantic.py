@@ -19,13 +19,16 @@ from streamseg.errors import short_message
 from streamseg.frames import Frame, SegmentationResult
 from streamseg.models.tensor_ops import upsampled_argmax
 
+from .base import HeadBase
+
 log = logging.getLogger(__name__)
 
 
-class SemanticHead:
+class SemanticHead(HeadBase):
     """A per-class-logits model: forward and post-processing. Owned by one thread (the inference thread)."""
 
     task = Task.SEMANTIC
+    draws_on_device = True  # results() blends each frame's style on the device when given a blender
 
     def __init__(self, model: torch.nn.Module, *, id2label: Mapping[int, str], num_labels: int, name: str = "",
                  smooth: float = 0.0, compile: bool = False, engine: Engine = Engine.TORCH) -> None:

@@ -17,6 +17,8 @@ from streamseg.config import Task
 from streamseg.errors import ModelLoadError, short_message
 from streamseg.frames import Frame, SegmentationResult
 
+from .base import HeadBase
+
 _TASK_ORDER = (Task.PANOPTIC, Task.INSTANCE, Task.SEMANTIC)  # auto picks the first the model supports
 
 
@@ -63,7 +65,7 @@ def _segments_processor(processor: object) -> object:
     return processor
 
 
-class UniversalHead:
+class UniversalHead(HeadBase):
     """A mask-classification model (queries -> masks and classes) and its processor's post-processing."""
 
     def __init__(self, model: torch.nn.Module, processor: object, *, task: Task, id2label: Mapping[int, str],
@@ -119,7 +121,7 @@ class UniversalHead:
         """Class ids per pixel (-1: no segment)."""
         return [parts[0] for parts in self.segments(outputs, sizes)]
 
-    def results(self, outputs, frames: Sequence[Frame]) -> list[SegmentationResult]:
+    def results(self, outputs, frames: Sequence[Frame], *, pictures=None, blender=None) -> list[SegmentationResult]:
         parts = self.segments(outputs, [f.image.shape[:2] for f in frames])
         if self.task is Task.SEMANTIC:
             return [SegmentationResult(frame=f, label_map=lm, id2label=self.id2label) for f, (lm, _, _) in zip(frames, parts)]
