@@ -49,6 +49,16 @@ def _configure_logging(verbose: bool, debug: bool) -> None:
             pass
 
 
+def _quiet_ray(debug: bool) -> None:
+    """Ray's own messages (its C++ log level, its Python loggers) stay out of the user's terminal unless debugging;
+    set before Ray starts, since its processes read the level from the environment they inherit."""
+    if debug:
+        return
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _say(text: str) -> None:
     print(f"streamseg: {text}", file=sys.stderr)
 
@@ -163,6 +173,7 @@ def _batch(args: argparse.Namespace) -> int:
     from streamseg.cluster.batch import MANIFEST, run_batch
 
     config = batch_config(args)
+    _quiet_ray(args.debug)
     try:
         counts = run_batch(config, progress=not args.quiet)
     except KeyboardInterrupt:
@@ -179,6 +190,7 @@ def _fleet(args: argparse.Namespace) -> int:
     from streamseg.cluster.fleet import Fleet, fleet_summary
 
     config = fleet_config(args)
+    _quiet_ray(args.debug)
     with Fleet(config, on_event=_say) as fleet:
         fleet.open()
         if fleet.view is not None:  # a token is shown once, and only one streamseg made up

@@ -19,7 +19,6 @@ import glob
 import hashlib
 import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -34,10 +33,11 @@ from streamseg.errors import InputError, StreamsegError, describe, short_message
 from streamseg.outputs.files import make_output_folder
 from streamseg.sources.names import safe_name
 
+from .ray_setup import check_workers, import_ray, init_ray
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
-INSTALL_HINT = "pip install 'streamseg[ray]'"
 _LIST_SUFFIXES = frozenset({".txt", ".list", ".lst"})
 
 
@@ -66,15 +66,6 @@ class BatchConfig:
             raise InputError(f"invalid batch size {self.batch_size}: expected 1 or more")
         if self.json_masks and not self.json_export:
             raise InputError("--json-masks needs --json")
-
-
-def check_workers(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
-    """``--workers``, ``--gpus-per-worker`` and ``--cpus-per-worker`` (batch and fleet). Raises InputError."""
-    if workers < 1:
-        raise InputError(f"--workers must be 1 or more, got {workers}")
-    for name, value in (("gpus-per-worker", gpus_per_worker), ("cpus-per-worker", cpus_per_worker)):
-        if not (math.isfinite(value) and value >= 0):
-            raise InputError(f"invalid --{name} {value}: expected a number, 0 or more")
 
 
 # -- inputs and names ------------------------------------------------------------------------
@@ -238,10 +229,7 @@ def _remove(path: Path) -> None:
 def run_batch(config: BatchConfig, *, progress: bool = True) -> dict:
     """Annotate ``config.inputs`` into ``config.outdir`` on Ray; returns counts. Raises InputError for unusable
     arguments."""
-    try:
-        import ray
-    except ImportError:
-        raise InputError(f"streamseg batch runs on Ray, which is not installed: {INSTALL_HINT}") from None
+    ray = import_ray("streamseg batch")
     inputs, outdir = config.inputs, config.outdir
     specs = expand_inputs(inputs)
     if not specs:
@@ -279,7 +267,6 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict:
         ctx.enable_progress_bars = False
         ctx.execution_options.preserve_order = False  # a result is recorded as soon as it is done
         ctx.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
         ds = ray.data.from_items([{"input": spec, "name": names[spec]} for spec in todo],
                                  override_num_blocks=len(todo))
         # Frozen configs travel to the actors as they are: every model and render flag reaches them.
@@ -312,26 +299,3 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict:
             if bar is not None:
                 bar.close()
     return counts
-
-
-def init_ray(ray, address: str | None, gpus_per_worker: float, workers: int, cpus_per_worker: float) -> None:
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notices are not the user's business
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    if not ray.is_initialized():
-        # No --ray: a new local instance ("local"), even if this machine is already part of a cluster.
-        kwargs = {"address": address} if address else {
-            "address": "local", "num_cpus": max(os.cpu_count() or 1, int(workers * cpus_per_worker))}
-        try:
-            ray.init(log_to_driver=False, logging_level=logging.WARNING, include_dashboard=False,
-                     configure_logging=False, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise InputError(f"cannot start or join Ray{' at ' + address if address else ''}: "
-                             f"{short_message(exc, 200)}") from exc
-    resources = ray.cluster_resources()
-    gpus = resources.get("GPU", 0)
-    if gpus_per_worker and gpus < gpus_per_worker:
-        raise InputError(f"--gpus-per-worker {gpus_per_worker:g} asks for GPUs, but the Ray cluster has "
-                         f"{gpus:g}: use --gpus-per-worker 0 (CPU) or a cluster with GPUs")
-    if resources.get("CPU", 0) < cpus_per_worker:
-        raise InputError(f"the Ray cluster has {resources.get('CPU', 0):g} CPUs; a worker needs {cpus_per_worker:g}")

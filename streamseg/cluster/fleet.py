@@ -29,8 +29,9 @@ from streamseg.errors import InputError, describe, redact
 from streamseg.outputs.files import make_output_folder
 from streamseg.pipeline.stats import COUNTERS, Snapshot, SourceFigures
 
-from .batch import INSTALL_HINT, expand_inputs, init_ray
+from .batch import expand_inputs
 from .fleet_plan import FleetConfig, fleet_names, spread
+from .ray_setup import import_ray, init_ray
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +140,7 @@ class Fleet(Closing):
     # -- running ----------------------------------------------------------------------------------
     def open(self) -> Fleet:
         """Check the sources and OUTDIR, start or join Ray, start the workers and the dashboard."""
-        try:
-            import ray
-        except ImportError:
-            raise InputError(f"streamseg fleet runs on Ray, which is not installed: {INSTALL_HINT}") from None
+        ray = import_ray("streamseg fleet")
         config = self.config
         specs = expand_inputs(config.sources)
         if not specs:

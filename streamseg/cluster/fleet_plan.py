@@ -53,7 +53,7 @@ class FleetConfig:
         object.__setattr__(self, "sources", tuple(self.sources))
         if not self.sources:
             raise InputError("give the live sources to record: URLs, camera:N, or text files of them")
-        from .batch import check_workers
+        from .ray_setup import check_workers
 
         check_workers(self.workers, self.gpus_per_worker, self.cpus_per_worker)
         if self.max_restarts < -1:
