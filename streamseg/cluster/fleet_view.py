@@ -1,8 +1,8 @@
 """The dashboard of ``streamseg fleet --serve``: every source of every worker on the driver's one server.
 
-It is the live view's server (:class:`~streamseg.serve.server.PreviewServer`: the same page, routes, token,
-Host check and connection limits) with sources named by their fleet names (``?source=NAME``)
-and frames relayed from the workers: a watched source's newest frame is fetched from its worker
+It is the live view's server (:class:`~streamseg.serve.server.LiveServer`: the same page, routes, token,
+Host check and connection limits) showing :class:`RelayedFrames`: sources named by their fleet names
+(``?source=NAME``) and frames relayed from the workers: a watched source's newest frame is fetched from its worker
 at most ``fps`` times a second, scaled down, and shared by all of its viewers; a source nobody
 watches costs nothing. ``/stats``, ``/metrics`` (with a ``worker`` label) and ``/healthz`` read the
 driver's fleet snapshot.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from streamseg.pipeline.stats import Snapshot
-from streamseg.serve.server import PreviewServer
+from streamseg.serve.server import LiveServer
 
 
 class _Relay:
@@ -27,17 +27,19 @@ class _Relay:
         self.fetches = 0
 
 
-class FleetView(PreviewServer):
-    """``fetch(name)``: the newest JPEG of source ``name`` from the worker running it (``None``: none now)."""
+class RelayedFrames:
+    """The dashboard's :class:`~streamseg.serve.pictures.Pictures`. ``fetch(name)``: the newest JPEG of source
+    ``name`` from the worker running it (``None``: none now); at most ``fps`` fetches a second per source."""
 
-    def __init__(self, address: str, *, names: Sequence[str], stats: Callable[[], Snapshot],
-                 fetch: Callable[[str], bytes | None], fps: float = 5.0, token: str | None = None,
-                 hosts: tuple[str, ...] = ()) -> None:
+    def __init__(self, names: Sequence[str], fetch: Callable[[str], bytes | None], *, fps: float = 5.0) -> None:
         self.names = list(names)
         self._fetch = fetch
         self._interval = 1.0 / fps
         self._relays = {name: _Relay() for name in self.names}
-        super().__init__(address, token=token, stats=stats, sources=len(self.names), hosts=hosts)
+        self.closing = False
+
+    def wake(self) -> None:
+        self.closing = True
 
     def source_keys(self) -> list[str]:
         return list(self.names)
@@ -94,5 +96,18 @@ class FleetView(PreviewServer):
             time.sleep(max(0.01, min(wait, deadline - time.monotonic())))
         return None
 
-    def write(self, frame) -> None:  # pragma: no cover - the fleet's frames come from its workers
-        raise TypeError("a fleet's dashboard relays its workers' frames; nothing writes to it")
+
+
+class FleetView(LiveServer):
+    """The dashboard: a :class:`~streamseg.serve.server.LiveServer` of :class:`RelayedFrames`."""
+
+    def __init__(self, address: str, *, names: Sequence[str], stats: Callable[[], Snapshot],
+                 fetch: Callable[[str], bytes | None], fps: float = 5.0, token: str | None = None,
+                 hosts: tuple[str, ...] = ()) -> None:
+        self.relayed = RelayedFrames(names, fetch, fps=fps)
+        super().__init__(address, self.relayed, token=token, stats=stats, hosts=hosts)
+
+    @property
+    def fetches(self) -> int:
+        """Frames fetched from workers so far (all sources)."""
+        return self.relayed.fetches

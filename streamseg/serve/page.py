@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 from urllib.parse import quote
 
+from .control import Controls
+
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>streamseg</title>
 <style>body{{margin:0;background:#111;color:#ddd;font:14px sans-serif}}img{{display:block;max-width:100vw;
@@ -32,14 +34,15 @@ poll();
 """
 
 
-def page(server, query: str, token: str) -> str:
-    """The page for ``server`` (a :class:`~streamseg.serve.server.PreviewServer`); ``query``: ``?token=...`` or empty."""
+def page(keys: list[str], model: Controls, query: str, token: str) -> str:
+    """The page showing the sources named ``keys``, with the controls ``model`` takes; ``query``: ``?token=...`` or
+    empty."""
     controls = ""
-    if server.prompts is not None:
+    if model.prompts is not None:
         controls = ('<form onsubmit="prompt(event)" style="text-align:center">segment: <input id="q" '
-                    f'size="60" value="{html.escape(", ".join(server.prompts.prompts))}"> '
+                    f'size="60" value="{html.escape(", ".join(model.prompts.prompts))}"> '
                     '<button>apply</button> <span id="said"></span></form>')
-    if server.points is not None:
+    if model.points is not None:
         controls += ('<script>document.addEventListener("DOMContentLoaded", () => document.querySelectorAll('
                      '"img").forEach((im, n) => {const send = (e, remove) => {e.preventDefault(); fetch('
                      f'"point{query}", {{method: "POST", headers: {{"Content-Type": "application/json"}}, '
@@ -48,5 +51,5 @@ def page(server, query: str, token: str) -> str:
                      '"click", e => send(e, false)); im.addEventListener("contextmenu", e => send(e, true));'
                      '}));</script><p style="text-align:center">click an object to track it, right-click to stop</p>')
     images = "".join(f'<img src="stream.mjpg?source={quote(key)}{"&" + token if token else ""}" '
-                     f'alt="streamseg live view {html.escape(key)}">' for key in server.source_keys())
+                     f'alt="streamseg live view {html.escape(key)}">' for key in keys)
     return _PAGE.format(query=query, images=images, controls=controls)

@@ -3,9 +3,11 @@
 Routes: ``/`` a small page, ``/stream.mjpg`` an MJPEG stream (``multipart/x-mixed-replace``),
 ``/frame.jpg`` the latest frame, ``/stats`` JSON (fps, latency, frames, drops, reconnects
 per source), ``/metrics`` the same figures for Prometheus and ``/healthz`` (200 while every
-source is healthy, 503 naming those that are not; :mod:`streamseg.serve.metrics`). The render thread encodes each frame to JPEG once (:meth:`PreviewServer.write`);
-every viewer's connection thread sends the newest JPEG it has not sent yet and skips the
-rest, so slow or many viewers never hold up the pipeline.
+source is healthy, 503 naming those that are not; :mod:`streamseg.serve.metrics`); ``POST /prompt`` and
+``POST /point`` reach the model through :mod:`streamseg.serve.control`. The pictures come from a
+:class:`~streamseg.serve.pictures.Pictures` (a run's :class:`~streamseg.serve.pictures.LiveFrames` sink, or a
+fleet's relay): this module is HTTP only. :class:`PreviewServer` is a run's live view: the server and the sink
+that feeds it, as one sink.
 
 Binds 127.0.0.1 unless a host is given. Any other host needs a token (one is made up and printed
 once when none is given), and then every request must carry it (``?token=...`` or
@@ -29,18 +31,19 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-import cv2
-
 from streamseg.errors import InputError, OutputError, redact
 from streamseg.frames import Frame
 from streamseg.pipeline.stats import Snapshot
 from streamseg.roles import SinkBase
 
+from .control import Controls
 from .page import page
+from .pictures import LiveFrames, Pictures
 
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+MAX_BODY = 8192  # bytes a POST body may hold
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -92,31 +95,27 @@ class _Server(ThreadingHTTPServer):
         log.debug("serve: error on a connection from %s", client_address[0], exc_info=True)
 
 
-class PreviewServer(SinkBase):
-    """An HTTP server (its own threads) showing the frames written to it. A sink: the render thread writes.
+class LiveServer:
+    """The live view's HTTP server, on its own threads: the page, the pictures of ``pictures``, the figures of
+    ``stats`` and the model's ``controls``, to requests whose Host names it and that carry the token.
 
     ``token_generated`` is true when no token was given for a non-local address and one was made up:
     the caller shows it once.
     """
 
-    def __init__(self, address: str, *, token: str | None = None, quality: int = 80,
-                 stats: Callable[[], Snapshot] | None = None, sources: int = 1, hosts: tuple[str, ...] = (),
-                 max_connections: int = 64, idle_timeout: float = 10.0) -> None:
+    def __init__(self, address: str, pictures: Pictures, *, token: str | None = None,
+                 stats: Callable[[], Snapshot] | None = None, controls: Controls | None = None,
+                 hosts: tuple[str, ...] = (), max_connections: int = 64, idle_timeout: float = 10.0) -> None:
         host, port = parse_address(address)
+        self.pictures = pictures
         self.token_generated = host not in LOCAL_HOSTS and not token
         self.token = secrets.token_urlsafe(16) if self.token_generated else token
         self.stats = stats or Snapshot
-        self.prompts = None  # set by the run for a model that takes text: the PromptHead (POST /prompt)
-        self.points = None  # ... for a model that tracks what it is shown: the PointTrackerHead (POST /point)
-        self._quality = quality
-        self._cond = threading.Condition()
-        self.sources = sources  # a multi-source run: one stream per source (?source=N)
-        self._jpeg: dict[int, bytes] = {}
-        self._seqs: dict[int, int] = {}
-        self._closing = False
-        self.viewers = 0
-        self.frames_encoded = 0
+        self.controls = controls or Controls()
         self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self.viewers = 0
+        self._closing = False
         try:
             self._server = _Server((host, port), _handler_for(self), max_connections=max_connections)
         except OSError as exc:
@@ -129,6 +128,12 @@ class PreviewServer(SinkBase):
         self._thread.start()
         self._closed = False
         log.debug("live view serving on %s", self.url)  # the CLI prints the URL for the user
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def host_allowed(self, header: str | None) -> bool:
         """Whether a request's ``Host`` names this server (none at all: an HTTP/1.0 client, not a browser)."""
@@ -145,62 +150,6 @@ class PreviewServer(SinkBase):
             return name in self._hosts  # a name: only localhost and --serve-host names
         return "*" in self._hosts or ip.is_loopback or str(ip) in self._hosts
 
-    # -- the render thread ------------------------------------------------------------------
-    def write(self, frame: Frame) -> None:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, self._quality])
-        if not ok:  # pragma: no cover - OpenCV encodes any uint8 picture
-            return
-        with self._cond:
-            self._jpeg[frame.source] = buf.tobytes()
-            self._seqs[frame.source] = self._seqs.get(frame.source, 0) + 1
-            self.frames_encoded += 1
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=2)
-
-    # -- viewer threads ---------------------------------------------------------------------
-    def next_jpeg(self, after: int, timeout: float = 1.0, source: int = 0) -> tuple[int, bytes | None]:
-        """Source ``source``'s newest JPEG after sequence number ``after`` (waits up to ``timeout``);
-        ``(after, None)`` if none came."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._seqs.get(source, 0) > after or self._closing, timeout=timeout)
-            seq = self._seqs.get(source, 0)
-            if self._closing or seq <= after:
-                return after, None
-            return seq, self._jpeg[source]
-
-    def latest_jpeg(self, source: int = 0, timeout: float = 5.0) -> bytes | None:
-        """Source ``source``'s newest JPEG, waiting up to ``timeout`` for the first one."""
-        with self._cond:
-            self._cond.wait_for(lambda: source in self._jpeg or self._closing, timeout=timeout)
-            return self._jpeg.get(source)
-
-    def source_keys(self) -> list[str]:
-        """What ``?source=`` takes, one per source, in the page's order: here the route index."""
-        return [str(i) for i in range(self.sources)]
-
-    def resolve_source(self, text: str | None) -> int | None:
-        """The source a request's ``?source=`` names (none: the first), or ``None`` when there is no such source."""
-        try:
-            index = int(text) if text is not None else 0
-        except ValueError:
-            return None
-        return index if 0 <= index < self.sources else None
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
     def authorised(self, handler: BaseHTTPRequestHandler, query: dict) -> bool:
         if not self.token:
             return True
@@ -209,6 +158,76 @@ class PreviewServer(SinkBase):
         if auth.startswith("Bearer "):
             given = given or auth[7:]
         return hmac.compare_digest(given.encode(), self.token.encode())
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def viewer(self, delta: int) -> None:
+        with self._lock:
+            self.viewers += delta
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        self.pictures.wake()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2)
+
+
+class PreviewServer(SinkBase):
+    """A run's live view (``--serve``): a :class:`LiveServer` showing what the render thread writes to this sink
+    (:class:`~streamseg.pictures.LiveFrames`). ``prompts`` and ``points``: the model's controls, set by the run."""
+
+    def __init__(self, address: str, *, token: str | None = None, quality: int = 80,
+                 stats: Callable[[], Snapshot] | None = None, sources: int = 1, hosts: tuple[str, ...] = (),
+                 max_connections: int = 64, idle_timeout: float = 10.0) -> None:
+        self.frames = LiveFrames(sources=sources, quality=quality)
+        self.server = LiveServer(address, self.frames, token=token, stats=stats, controls=Controls(sources=sources),
+                                 hosts=hosts, max_connections=max_connections, idle_timeout=idle_timeout)
+        self.url, self.token, self.token_generated = self.server.url, self.server.token, self.server.token_generated
+
+    def write(self, frame: Frame) -> None:
+        self.frames.write(frame)
+
+    def close(self) -> None:
+        self.frames.close()
+        self.server.close()
+
+    @property
+    def stats(self) -> Callable[[], Snapshot]:
+        return self.server.stats
+
+    @stats.setter
+    def stats(self, value: Callable[[], Snapshot]) -> None:
+        self.server.stats = value
+
+    @property
+    def prompts(self):
+        return self.server.controls.prompts
+
+    @prompts.setter
+    def prompts(self, value) -> None:
+        self.server.controls.prompts = value
+
+    @property
+    def points(self):
+        return self.server.controls.points
+
+    @points.setter
+    def points(self, value) -> None:
+        self.server.controls.points = value
+
+    @property
+    def viewers(self) -> int:
+        return self.server.viewers
+
+    @property
+    def frames_encoded(self) -> int:
+        return self.frames.frames_encoded
 
 
 def _allowed_hosts(bound: str, names: tuple[str, ...]) -> frozenset[str]:
@@ -219,13 +238,9 @@ def _allowed_hosts(bound: str, names: tuple[str, ...]) -> frozenset[str]:
     return frozenset(hosts)
 
 
-_CONTROLS = {  # POST route: (the server's attribute, the answer when the model has none, what to send)
-    "/prompt": ("prompts", "this model takes no text prompts", 'send JSON: {"prompt": "person, red car"}'),
-    "/point": ("points", "this model takes no points", 'send JSON: {"x": 320, "y": 180, "source": 0, "remove": false}'),
-}
+def _handler_for(server: LiveServer) -> type[BaseHTTPRequestHandler]:
+    pictures, controls = server.pictures, server.controls
 
-
-def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "streamseg"
@@ -281,18 +296,14 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             url, params = admitted
             token = f"token={server.token}" if server.token else ""
             query = f"?{token}" if token else ""
-            source = server.resolve_source((params.get("source") or [None])[0])
+            source = pictures.resolve_source((params.get("source") or [None])[0])
             if source is None:
                 self._send(404, b"no such source\n", "text/plain")
                 return
             if url.path in ("/", "/index.html"):
-                self._send(200, page(server, query, token).encode(), "text/html; charset=utf-8")
+                self._send(200, page(pictures.source_keys(), controls, query, token).encode(), "text/html; charset=utf-8")
             elif url.path == "/stats":
-                body = server.stats().as_dict()
-                body["viewers"] = server.viewers
-                if server.prompts is not None:
-                    body["prompts"] = list(server.prompts.prompts)
-                    body["prompt_changes"] = server.prompts.changes
+                body = {**server.stats().as_dict(), "viewers": server.viewers, **controls.stats()}
                 self._send(200, json.dumps(body).encode(), "application/json")
             elif url.path == "/metrics":
                 from .metrics import CONTENT_TYPE, metrics_text
@@ -304,7 +315,7 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 ok, text = health(server.stats)
                 self._send(200 if ok else 503, text.encode(), "text/plain; charset=utf-8")
             elif url.path == "/frame.jpg":
-                jpeg = server.latest_jpeg(source, timeout=5.0)
+                jpeg = pictures.latest_jpeg(source, timeout=5.0)
                 if jpeg is None:
                     self._send(503, b"no frame yet\n", "text/plain")
                 else:
@@ -322,63 +333,42 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             ``{"x": 320, "y": 180, "source": 0, "remove": false}``: track the object there (or stop). JSON only,
             so a page on another site cannot post it (a cross-site JSON request needs CORS, never granted here)."""
             length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if 0 < length <= 8192 else b""
+            body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
             admitted = self._admit(self._answer)
             if admitted is None:
                 return
             url, _ = admitted
-            if url.path not in _CONTROLS:
+            if url.path not in controls.routes():
                 return self._answer(404, "not found")
-            attribute, absent, usage = _CONTROLS[url.path]
-            control = getattr(server, attribute)
-            if control is None:
-                return self._answer(404, absent)
             if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
-                return self._answer(415, usage)
-            apply = self._prompt if url.path == "/prompt" else self._point
+                answer = controls.apply(url.path, None)  # 404 when the model takes no such input
+                return self._answer(answer.code if answer.code == 404 else 415,
+                                    answer.message if answer.code == 404 else controls.usage(url.path))
             try:
-                message, more = apply(control, json.loads(body or b"null"))
-            except InputError as exc:  # what the model refused: its own words
-                return self._answer(400, str(exc))
-            except (ValueError, TypeError, KeyError):  # not the JSON asked for
-                return self._answer(400, usage)
-            self._answer(200, message, **more)
+                data = json.loads(body or b"null")
+            except ValueError:
+                data = None
+            answer = controls.apply(url.path, data)
+            self._answer(answer.code, answer.message, **answer.more)
 
-        @staticmethod
-        def _prompt(control, data) -> tuple[str, dict]:
-            if not isinstance(data["prompt"], str):
-                raise TypeError
-            prompts = control.set_prompts(data["prompt"])
-            return f"segmenting: {', '.join(prompts)}", {"prompts": list(prompts)}
-
-        @staticmethod
-        def _point(control, data) -> tuple[str, dict]:
-            x, y, source = float(data["x"]), float(data["y"]), int(data.get("source", 0))
-            if not 0 <= source < server.sources:
-                raise ValueError
-            (control.remove_point if data.get("remove") else control.add_point)(x, y, source)
-            return f"{'removing the object at' if data.get('remove') else 'tracking'} {x:g},{y:g}", {}
-
-        def _stream(self, source: int) -> None:
+        def _stream(self, source) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
-            with server._cond:
-                server.viewers += 1
+            server.viewer(+1)
             try:
                 seq = 0
                 while not server.closing:
-                    seq, jpeg = server.next_jpeg(seq, source=source)
+                    seq, jpeg = pictures.next_jpeg(seq, source=source)
                     if jpeg is None:
                         continue
                     self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                      + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
                     self.wfile.flush()
             finally:
-                with server._cond:
-                    server.viewers -= 1
+                server.viewer(-1)
 
     return Handler
