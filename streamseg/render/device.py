@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from streamseg.config import Style
 
-from .renderer import blur_kernel_size
+from .styles import blur_kernel_size
 
 STYLES = frozenset({Style.FILL, Style.MASK, Style.BLUR_BACKGROUND, Style.REPLACE_BACKGROUND})
 

@@ -1,8 +1,9 @@
-"""Draw segmentation results on frames. Pure functions of their inputs, safe on any thread."""
+"""Draw segmentation results on frames: the class filters (``--classes``, ``--exclude``, ``--keep``), instance
+colours that follow their tracks, the style (:mod:`streamseg.render.styles`) and the marks over it
+(:mod:`streamseg.render.marks`). One renderer per source, called by one thread."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,58 +15,11 @@ from streamseg.errors import InputError, short_message
 from streamseg.frames import SegmentationResult
 from streamseg.models.tracking import SegmentTracker
 
-PALETTE_SEED = 42
+from .marks import draw_fps, draw_legend, outlined_text
+from .palette import instance_palette, palette
+from .styles import KEEPS_CLASSES, STYLES, Backdrop, blend, blur_kernel_size
 
-
-@functools.lru_cache(maxsize=8)
-def palette(n: int) -> np.ndarray:
-    """``(n, 3)`` uint8 RGB colours, one per class id, from a fixed seed.
-
-    Class ``i`` has the same colour for every ``n > i``, in every frame and every run.
-    """
-    size = max(256, 1 << (max(n, 1) - 1).bit_length())
-    colours = np.random.default_rng(PALETTE_SEED).integers(0, 256, size=(size, 3), dtype=np.uint8)
-    out = colours[:n].copy()
-    out.setflags(write=False)
-    return out
-
-
-def blend(image: np.ndarray, label_map: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
-    """``round((1 - alpha) * image + alpha * colours[label_map])`` per pixel, as uint8.
-
-    Pixels labelled -1 (no instance/panoptic segment) keep the image's colour.
-    """
-    if label_map.dtype.kind == "i" and label_map.min(initial=0) < 0:
-        void = label_map < 0
-        out = cv2.addWeighted(image, 1.0 - alpha, np.take(colours, np.where(void, 0, label_map), axis=0), alpha, 0.0)
-        out[void] = image[void]
-        return out
-    # np.take is ~4x faster than colours[label_map] for a whole frame (the same gather)
-    return cv2.addWeighted(image, 1.0 - alpha, np.take(colours, label_map, axis=0), alpha, 0.0)
-
-
-def blur_kernel_size(height: int, width: int) -> int:
-    """The blur-background kernel for a picture of this size (odd, at least 3)."""
-    return max(3, (min(height, width) // 20) | 1)
-
-
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=(255, 255, 255)) -> None:
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
-
-
-def draw_legend(img: np.ndarray, class_ids: np.ndarray, colours: np.ndarray, id2label: Mapping[int, str]) -> None:
-    """A colour swatch and name for each class in ``class_ids``, top left, in place."""
-    scale = max(0.35, min(img.shape[:2]) / 900)
-    row = int(22 * scale / 0.5)
-    box = max(6, row - 6)
-    for i, cid in enumerate(class_ids.tolist()):
-        y = 6 + i * row
-        if y + box > img.shape[0]:
-            break
-        cv2.rectangle(img, (6, y), (6 + box, y + box), tuple(int(c) for c in colours[cid]), -1)
-        cv2.rectangle(img, (6, y), (6 + box, y + box), (0, 0, 0), 1)
-        _text(img, id2label.get(cid, str(cid)), (12 + box, y + box - 1), scale)
+__all__ = ["Renderer", "blend", "blur_kernel_size", "palette", "resolve_classes"]
 
 
 def resolve_classes(names: tuple[str, ...], id2label: Mapping[int, str], flag: str) -> set[int]:
@@ -82,16 +36,6 @@ def resolve_classes(names: tuple[str, ...], id2label: Mapping[int, str], flag: s
             known = ", ".join(list(id2label.values())[:12])
             raise InputError(f"{flag}: unknown class {name!r}; this model's classes include: {known}")
     return out
-
-
-def boundaries(ids: np.ndarray) -> np.ndarray:
-    """Pixels whose right or lower neighbour has another id (a 2-pixel line along every edge)."""
-    edge = np.zeros(ids.shape, bool)
-    edge[:, :-1] |= ids[:, :-1] != ids[:, 1:]
-    edge[:-1] |= ids[:-1] != ids[1:]
-    edge[:, 1:] |= edge[:, :-1].copy()
-    edge[1:] |= edge[:-1].copy()
-    return edge
 
 
 def _background(spec: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -140,7 +84,6 @@ class Renderer:
             self._keep[list(resolve_classes(config.keep, self.id2label, "--keep"))] = True
         self._backgrounds: dict[tuple[int, ...], np.ndarray] = {}
         self._instances = SegmentTracker()  # for results without track ids
-        self._instance_palette = np.random.default_rng(PALETTE_SEED + 1).integers(40, 256, (1024, 3), dtype=np.uint8)
         if config.style is Style.REPLACE_BACKGROUND:
             _background(config.background, (2, 2, 3))  # a bad colour or missing file fails now, not mid-run
 
@@ -175,44 +118,29 @@ class Renderer:
         cfg = self.config
         image = result.frame.image
         labels = self.visible_labels(result)
-        style = cfg.style
         if result.drawn is not None and result.segment_map is None:
             # blended on the model's device (streamseg.render.device: fill, mask, blur- and replace-background
             # only): the host-side marks are left
             return self._annotate(result.drawn, result, labels, fps)
-        if style in (Style.BLUR_BACKGROUND, Style.REPLACE_BACKGROUND):
-            keep = self._keep[result.label_map.astype(np.int32, copy=False)]
-            if style is Style.BLUR_BACKGROUND:
-                k = blur_kernel_size(*image.shape[:2])
-                rest = cv2.GaussianBlur(image, (k, k), 0)
-            else:
-                rest = self.background(image.shape)
-            img = np.where(keep[..., None], image, rest).astype(np.uint8)
-        # What each pixel is coloured by: its class, or its segment's track colour.
-        if result.segment_map is not None:
-            if len(result.track_ids) == len(result.segment_info):  # tracked: colours follow the track ids
-                tracks = {int(i): t for (i, _, _), t in zip(result.segment_info, result.track_ids)}
-            else:
-                tracks = self._instances(result.segment_map, result.segment_info)
-            ids = np.where(labels >= 0, result.segment_map, -1)
-            colours = np.zeros((max([*tracks, int(ids.max(initial=0))]) + 1, 3), np.uint8)
-            for seg_id, track in tracks.items():
-                colours[seg_id] = self._instance_palette[track % len(self._instance_palette)]
-        else:
-            ids, colours = labels, self.colours
-        if style is Style.MASK:
-            img = np.take(colours, np.maximum(ids, 0), axis=0)
-            img[ids < 0] = 0
-        elif style is Style.CONTOUR:
-            img = image.copy()
-        elif style not in (Style.BLUR_BACKGROUND, Style.REPLACE_BACKGROUND):
-            img = blend(image, ids, colours, cfg.alpha)
-        if style in (Style.CONTOUR, Style.FILL_CONTOUR):
-            edge = boundaries(ids) & (ids >= 0)
-            img[edge] = colours[ids[edge]]
-        if style is Style.SIDE_BY_SIDE:
-            img = np.hstack([image, img])
+        ids, colours = self._colouring(result, labels)
+        keep = self._keep[result.label_map.astype(np.int32, copy=False)] if cfg.style in KEEPS_CLASSES else None
+        img = STYLES[cfg.style](image, ids, colours, Backdrop(keep, self.background, cfg.alpha))
         return self._annotate(img, result, labels, fps)
+
+    def _colouring(self, result: SegmentationResult, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What each pixel is coloured by (its class, or its segment's track colour) and the colour of each."""
+        if result.segment_map is None:
+            return labels, self.colours
+        if len(result.track_ids) == len(result.segment_info):  # tracked: colours follow the track ids
+            tracks = {int(i): t for (i, _, _), t in zip(result.segment_info, result.track_ids)}
+        else:
+            tracks = self._instances(result.segment_map, result.segment_info)
+        ids = np.where(labels >= 0, result.segment_map, -1)
+        colours = np.zeros((max([*tracks, int(ids.max(initial=0))]) + 1, 3), np.uint8)
+        shades = instance_palette()
+        for seg_id, track in tracks.items():
+            colours[seg_id] = shades[track % len(shades)]
+        return ids, colours
 
     def _annotate(self, img: np.ndarray, result: SegmentationResult, labels: np.ndarray, fps: float | None) -> np.ndarray:
         """Segment labels, the legend and the fps text, in place over a drawn picture."""
@@ -224,10 +152,7 @@ class Renderer:
             present = np.flatnonzero(np.bincount(flat[flat >= 0], minlength=len(self.colours)))
             draw_legend(img, present, self.colours, result.id2label or self.id2label)  # prompts may change
         if cfg.show_fps and fps is not None:
-            scale = max(0.4, min(img.shape[:2]) / 700)
-            text = f"{fps:5.1f} fps"
-            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            _text(img, text, (img.shape[1] - tw - 8, th + 8), scale)
+            draw_fps(img, fps)
         return img
 
     def _draw_labels(self, img: np.ndarray, result: SegmentationResult, labels: np.ndarray) -> None:
@@ -243,4 +168,4 @@ class Renderer:
             y, x = y - 1, x - 1
             text = seg.label if seg.track_id is None else f"{seg.label} #{seg.track_id}"
             (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            _text(img, text, (int(x) - tw // 2, int(y) + th // 2), scale)
+            outlined_text(img, text, (int(x) - tw // 2, int(y) + th // 2), scale)
