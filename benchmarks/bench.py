@@ -192,8 +192,12 @@ def run_benchmark(*, model: ModelConfig, generate_model: bool, video: Path | Non
     # The same job as a user's command, each in its own process (OpenMP's wait policy is fixed when torch
     # loads): alone, then beside one busy process; with the thread budget, and with the libraries' defaults.
     if loaded_rows:
+        import av
+
+        with av.open(str(video)) as probe:  # the same frames as the other rows: --duration in media time
+            rate = float(probe.streams.video[0].average_rate or 25)
         cli = [str(video), "-o", str(work / "cli.mp4"), "--model", model_dir, "--batch-size", str(batch_size),
-               "--device", device, "--dtype", model.dtype.value, "-q"]
+               "--device", device, "--dtype", model.dtype.value, "-q", "--duration", f"{frames / rate:.6f}"]
         for loaded in (False, True):
             for budget in (True, False):
                 name = f"e2e {'loaded' if loaded else 'idle'}{'' if budget else ' (library threads)'}"

@@ -15,12 +15,15 @@ from pathlib import Path
 # The Hub is unreachable from CI: fail fast instead of retrying for 25 s (read at import by huggingface_hub).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# isort: off
+import streamseg  # noqa: E402,F401  (loads OpenCV before PyAV: see streamseg/__init__.py)
 import av  # noqa: E402
+# isort: on
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import streamseg  # noqa: E402,F401  (loads OpenCV before PyAV: see streamseg/__init__.py)
 from streamseg.testing.models import (  # noqa: E402
     save_tiny_clipseg,
     save_tiny_detr_panoptic,
@@ -37,7 +40,9 @@ DEMO_MODEL = ROOT / "sample_media" / "demo-segformer"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` run where a CUDA device is (``pytest -m cuda`` on a GPU machine), and skip elsewhere."""
+    """The Ray tests (one test worker runs them all, on one cluster: the longest share) are handed out first.
+    Tests marked ``cuda`` run where a CUDA device is (``pytest -m cuda`` on a GPU machine), and skip elsewhere."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable: the rest keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -100,11 +105,36 @@ def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
     return images, times
 
 
-def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m streamseg ARGS`` in a subprocess, offline, as a user would run it."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "streamseg", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=ROOT)
+def run_cli(*args: str, timeout: float = 120, env: dict | None = None,
+            subprocess_only: bool = False) -> subprocess.CompletedProcess:
+    """``streamseg ARGS`` offline, as a user would run it: its exit code, stdout and stderr.
+
+    In this process (``cli.main``, with stdout, stderr and logging captured), which saves an interpreter
+    start and the imports per call; in a subprocess (``python -m streamseg``) when the test sets
+    environment variables or needs a process of its own (``subprocess_only``: signals, Ray drivers, windows).
+    """
+    if env or subprocess_only:
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        return subprocess.run([sys.executable, "-m", "streamseg", *args], capture_output=True, text=True,
+                              timeout=timeout, env=full_env, cwd=ROOT)
+    import io
+    import logging
+
+    from streamseg.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers = []  # so that the CLI's logging set-up writes to the captured stderr, as in its own process
+    cwd = os.getcwd()
+    try:
+        os.chdir(ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(cwd)
+        root.handlers, root.level = saved
+    return subprocess.CompletedProcess(["streamseg", *args], code, out.getvalue(), err.getvalue())
 
 
 @contextlib.contextmanager

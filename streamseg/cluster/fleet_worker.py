@@ -214,7 +214,7 @@ class FleetWorker:
         by_spec = {p.spec: p.name for p in plans}
         frames = LatestFrames()
         # The worker's CPUs are the budget's cores: the forward gets them, and the tuner halves them beside a
-        # busy neighbour (a fixed count cannot: 1 worker x 2 threads beside a busy process fell to 0.6 frames/s).
+        # busy neighbour (a fixed count cannot adapt to one).
         run = Run(run_config, segmenter=self.segmenter, plans=plans, shared_sinks=[frames], cores=config.threads,
                   on_source_error=lambda spec, exc: self._fail(by_spec.get(spec, spec), failure_reason(exc)))
         self._runs += 1

@@ -8,10 +8,8 @@ parallel region, and one busy neighbour process costs several times the throughp
 sources and sinks take ``decode`` and ``encode`` when they open; :class:`ThreadTuner` picks the
 forward's thread count while the run goes, because the best one depends on what else runs.
 
-OpenMP's wait policy is left as the user has it. Passive waiting (``OMP_WAIT_POLICY=PASSIVE``)
-was measured and rejected as the default: it holds up beside a busy process but costs a run on an
-idle machine 6% (SegFormer-B0, 720p) to 24% (the demo model, 360p), because every parallel region
-then wakes sleeping workers. Tuning the thread count keeps the idle speed and most of the loaded one.
+OpenMP's wait policy is left as the user has it (passive waiting wakes sleeping workers at every
+parallel region; benchmarks/README.md has the measurements behind these choices).
 """
 
 from __future__ import annotations
@@ -62,11 +60,6 @@ def plan(forward: int | None = None, *, cores: int | None = None, managed: bool 
     threads while that is faster (beside a busy neighbour). Decoding and x264 keep their own
     pools (0: FFmpeg's choice; they use them in bursts, between the forward's parallel regions),
     and OpenCV gets a quarter of the cores (one on small machines).
-
-    Measured on 2 cores (e2e frames/s, idle / beside one busy process, medians of interleaved
-    runs): the demo model at 360p, the libraries' defaults 45.3 / 18.9, this budget 55.2 / 29.7,
-    the same with decode and encode pinned to one thread 49.6 / 24.9 (x264 then encodes on the
-    render thread alone); SegFormer-B0's shape at 720p, 3.75 / 1.85 and 3.75 / 1.95.
     """
     cores = cores or available_cores()
     if not managed:
@@ -93,8 +86,7 @@ class ThreadTuner:
 
     On a machine to itself, a forward split over every core is fastest. Beside a busy neighbour it is
     not: every parallel region waits for whichever of its threads the OS has set aside, and fewer
-    threads win (measured on 2 cores, one busy neighbour: SegFormer-B0 at 720p 1.8 -> 1.9 frames/s,
-    the small demo model 23 -> 35). So every ``interval`` batches the tuner runs ``probe`` batches with
+    threads win. So every ``interval`` batches the tuner runs ``probe`` batches with
     the other count and keeps whichever took less time per frame, by a 10% margin; a probe that
     changes nothing doubles the interval (up to ``max_interval``). It wraps the segment function and
     runs on the inference thread, where the forward runs.

@@ -211,9 +211,11 @@ def test_tcp_stream_in(tiny_model, tmp_path):
     read = int(proc.stderr.split("frames read ")[1].split(",")[0])
     written = int(proc.stderr.split("written ")[1].split(",")[0])
     dropped = int(proc.stderr.split("dropped ")[1].split(";")[0])
-    assert read == written + dropped and written > 50
+    # The live contract, whatever the machine's load: every frame read is written or dropped (oldest first) and
+    # counted, and the recording spans the 4-second stream from 0, as the wall clock did.
+    assert read == written + dropped and written > 0 and read >= 90
     frames, times = decode(out)
-    assert len(frames) == written and times[0] == 0.0  # a live stream starts at 0
+    assert len(frames) == written and times[0] == 0.0 and times[-1] > 3.0
 
 
 

@@ -21,6 +21,9 @@ from conftest import ROOT, decode, run_cli, scene_frames, write_clip
 ray = pytest.importorskip("ray")
 
 
+pytestmark = pytest.mark.xdist_group("ray")  # one test worker runs every Ray test: one cluster
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
@@ -37,7 +40,7 @@ def clips(tmp_path_factory):
 
 
 def batch(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return run_cli("batch", *args, "-q", timeout=timeout)
+    return run_cli("batch", *args, "-q", timeout=timeout, subprocess_only=True)  # a Ray driver: its own process
 
 
 def manifest(outdir: Path) -> list[dict]:

