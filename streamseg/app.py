@@ -288,7 +288,7 @@ class Run(Closing):
 
     def written(self, route: _OpenRoute | None = None) -> list[Written]:
         """What the outputs hold so far (of one route, or of all): after a failure, what was kept."""
-        return [Written(Path(getattr(o, "path", None) or o.folder), tuple(o.written))  # a file's path, or a folder
+        return [Written(Path(o.path), tuple(o.written))  # every output that writes files has their path or folder
                 for r in ([route] if route is not None else self._routes)
                 for o in r.outputs.owned if o.written]
 

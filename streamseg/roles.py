@@ -69,7 +69,7 @@ class SourceBase(Closing):
 class Sink(Protocol):
     """Takes annotated frames. ``finish()`` is called before ``close()`` only when the input was read to its end."""
 
-    written: list[Path]  # the files written so far
+    written: list[Path]  # the files written so far (a sink that writes files also has their ``path``)
     bytes_written: int  # bytes written to files and streams so far
     publish_reconnects: int  # times a published stream's server was reconnected
 
@@ -84,6 +84,7 @@ class Sink(Protocol):
 class Export(Protocol):
     """Takes segmentation results (JSON records, mask images...)."""
 
+    path: Path  # the file, or the folder of files, it writes
     written: list[Path]  # the files written so far
 
     def write(self, result: SegmentationResult) -> None: ...

@@ -190,7 +190,7 @@ class MaskPngExport(ImageFiles):
     """
 
     def __init__(self, folder: str | Path, colours: np.ndarray, *, by_track: bool = False) -> None:
-        self.folder = Path(folder)
+        self.folder = self.path = Path(folder)  # path: what the run reports it wrote into
         self.by_track = by_track  # instance/panoptic: each pixel's track id instead of its segment id
         make_output_folder(self.folder)
         self.colours = colours

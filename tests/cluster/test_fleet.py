@@ -31,7 +31,8 @@ from streamseg.cluster.fleet_plan import FleetConfig, spread
 from streamseg.config import ModelConfig, OutputConfig
 from streamseg.testing.streams import SyntheticStreams
 
-pytestmark = pytest.mark.xdist_group("ray")  # one test worker runs every Ray test: one cluster
+# One test worker runs every Ray test, on one cluster; a Ray job beside the rest of the suite may take minutes.
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.timeout(300)]
 
 
 FPS = 10
