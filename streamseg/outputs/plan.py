@@ -30,7 +30,7 @@ from streamseg.sources.names import IMAGE_EXTENSIONS, is_url, safe_name
 from streamseg.sources.stills import ImageSource
 
 from .exports import JsonLinesExport, MaskPngExport, SegmentedJsonExport
-from .files import check_parent_folder, check_replaceable, free_path, make_output_folder, same_file, segment_names
+from .files import check_parent_folder, check_replaceable, free_path, make_output_folder, same_file, segment_names, special_file
 from .images import ImageSink
 from .sinks import NullSink, TeeSink
 from .video import VIDEO_SUFFIXES, SegmentedVideoSink, VideoFileSink
@@ -158,8 +158,14 @@ def plan_routes(specs: Sequence[str], config: OutputConfig) -> list[RoutePlan]:
     plans = []
     for spec, name, out, json_path, masks in zip(specs, names, outputs, json_paths, masks_dirs):
         kind = None if out is None else output_kind(out, config)
-        for path, is_folder in ((out, kind is OutputKind.IMAGE_FOLDER), (json_path, False), (masks, True)):
+        for flag, path, is_folder in (("-o", out, kind is OutputKind.IMAGE_FOLDER), ("--json", json_path, False),
+                                      ("--masks", masks, True)):
             if path is None or path.parent in folders:  # inside a folder checked above
+                continue
+            if special_file(path):  # a device, FIFO or socket: JSON Lines stream into it; nothing else does
+                if flag != "--json":
+                    raise OutputError(f"{flag} {path} is not a regular file (a device, FIFO or socket): write "
+                                      f"{'the video or image' if flag == '-o' else 'the masks'} to a file or folder")
                 continue
             if is_folder:
                 make_output_folder(path, create=False)

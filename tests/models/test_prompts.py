@@ -152,3 +152,27 @@ def test_the_live_view_changes_the_prompts_while_the_run_goes(tiny_clipseg, tmp_
     first_new = next(k for k, names in enumerate(labels) if names & {"dog", "red car"})
     assert all(names <= {"person"} for names in labels[:first_new])  # before: the old prompt only
     assert all(names <= {"dog", "red car"} for names in labels[first_new:])  # from the next batch on: the new ones
+
+
+def test_a_prompt_longer_than_the_model_reads_is_cut_with_one_warning_never_a_crash(tiny_clipseg, tmp_path):
+    long = "a person walking a very small dog along the road beside the parked cars at the end of a day x"
+    assert len(long) > 64  # the tiny CLIPSeg reads 64 tokens, one a character
+    out = tmp_path / "seg.jsonl"
+    proc = run_cli("sample_media/street.mp4", "--model", str(tiny_clipseg), "--prompt", f"{long}, car", "--json",
+                   str(out), "--duration", "0.2", "-q", "--no-display")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "longer than the model reads" in line]
+    assert len(warnings) == 1 and "at most 64" in warnings[0]
+    assert len(out.read_text().splitlines()) == 5
+
+
+def test_the_live_views_long_prompt_is_checked_before_it_is_accepted_and_the_run_goes_on(tiny_clipseg, caplog):
+    segmenter = Segmenter.load(ModelConfig(name=str(tiny_clipseg), device="cpu", prompts="car"))
+    control = segmenter.head.prompt_control
+    long = "x" * 150
+    with caplog.at_level("WARNING"):
+        assert control.set_prompts(f"person, {long}") == ("person", long)  # what POST /prompt answers 200 for
+    assert sum("longer than the model reads" in r.getMessage() for r in caplog.records) == 1
+    frame = Frame(index=0, image=scene(0, 160, 96)[0])
+    (result,) = segmenter.segment([frame])  # the change applies here, on the inference thread: no crash
+    assert result.id2label == {0: "person", 1: long} and control.changes == 1

@@ -55,17 +55,43 @@ class PromptHead(SemanticHead):
         return self  # the live view's text box: set_prompts, prompts, changes
 
     def set_prompts(self, text: str | Sequence[str]) -> tuple[str, ...]:
-        """Replace the prompt set from the next batch on (any thread); the parsed set. Raises InputError."""
+        """Replace the prompt set from the next batch on (any thread); the parsed set. Raises InputError.
+
+        Checked here, on the caller's thread, as far as the model will read it (a prompt longer than the text
+        encoder reads is cut to what it reads, with a warning), so that what is accepted cannot fail later."""
         prompts = parse_prompts(text)
+        self._tokens(prompts)
         with self._lock:
             self._pending = prompts
         log.warning("prompts changed to: %s", ", ".join(prompts))
         return prompts
 
-    def _use(self, prompts: tuple[str, ...]) -> None:
+    @property
+    def max_tokens(self) -> int:
+        """Tokens the text encoder reads at most (its position embeddings), start and end included."""
+        config = self.eager_model.config.text_config
+        return int(getattr(config, "max_position_embeddings", 77))
+
+    def _tokens(self, prompts: tuple[str, ...], *, warn: bool = True) -> dict:
+        """The prompts tokenised as the text encoder reads them: each cut to :attr:`max_tokens`, with one warning
+        naming a prompt that was cut. Raises InputError when the tokenizer cannot read one."""
+        limit = self.max_tokens
+        try:
+            lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+            tokens = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=limit,
+                                    return_tensors="pt")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InputError(f"--prompt: this model's tokenizer cannot read it ({short_message(exc)})") from exc
+        for prompt, n in zip(prompts, lengths):
+            if n > limit and warn:
+                log.warning("prompt %r is longer than the model reads (%d tokens, at most %d): its first %d are used",
+                            prompt if len(prompt) <= 40 else prompt[:40] + "...", n, limit, limit)
+        return tokens
+
+    def _use(self, prompts: tuple[str, ...], *, warn: bool = True) -> None:
         model = self.eager_model
         device = next(model.parameters()).device
-        tokens = self.tokenizer(list(prompts), padding=True, return_tensors="pt")
+        tokens = self._tokens(prompts, warn=warn)
         with torch.inference_mode():
             text = model.clip.get_text_features(input_ids=tokens["input_ids"].to(device),
                                                 attention_mask=tokens["attention_mask"].to(device)).pooler_output
@@ -77,7 +103,7 @@ class PromptHead(SemanticHead):
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is not None and pending != self.prompts:
-            self._use(pending)
+            self._use(pending, warn=False)  # set_prompts warned when it accepted them
             self.changes += 1
 
     # -- the forward ------------------------------------------------------------------------------
