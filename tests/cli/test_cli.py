@@ -275,9 +275,14 @@ def test_a_second_sigint_stops_without_the_frames_in_flight_and_still_closes_the
     with cli_process(str(long_clip), "-o", str(out), "--model", str(demo_model), "--batch-size", "8", "-q") as proc:
         wait_for_size(partial_path(out), 20_000)  # a file job writes beside its output until complete
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)  # the first stop is under way: 16 decoded frames queued behind the model
+        first = ""  # wait until the first stop is under way (said once it is handled: two signals sent back to
+        while "finishing the frames in flight" not in first:  # back may arrive as one), 16 frames queued
+            line = proc.stderr.readline()
+            assert line, first
+            first += line
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
+        err = first + err
     assert proc.returncode == 0, err
     assert "second SIGINT: stopping now" in err and "Traceback" not in err
     read = int(err.split("frames read ")[1].split(",")[0])
