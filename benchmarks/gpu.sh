@@ -30,7 +30,7 @@ import json, subprocess, sys, time, xml.etree.ElementTree as ET
 from datetime import datetime
 out, dry = sys.argv[1], sys.argv[2]
 t0 = time.time()
-proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
+proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra",
                        "--junitxml", "/tmp/cuda-tests.xml", "tests"], capture_output=True, text=True)
 print(proc.stdout[-4000:])
 suite = ET.parse("/tmp/cuda-tests.xml").getroot()
