@@ -163,12 +163,10 @@ class Run(Closing):
         if config.outputs.serve is not None:
             from streamseg.serve.server import PreviewServer
 
+            head = self.segmenter.head  # the page shows the controls the model takes as soon as it is served
             self.server = self._stack.enter_context(
                 PreviewServer(config.outputs.serve, token=config.outputs.serve_token, sources=len(sources),
-                              hosts=config.outputs.serve_hosts))
-            head = self.segmenter.head  # the page shows the controls the model takes as soon as it is served
-            self.server.prompts = head.prompt_control  # a model that takes text: POST /prompt
-            self.server.points = head.point_control  # a model that tracks what it is shown: POST /point
+                              hosts=config.outputs.serve_hosts, prompts=head.prompt_control, points=head.point_control))
             shared.append(self.server)
         for i in sorted(sources):
             renderer = Renderer(config.render, self.segmenter.id2label, self.segmenter.num_labels)

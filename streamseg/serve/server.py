@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlparse
 from streamseg.errors import InputError, OutputError, redact
 from streamseg.frames import Frame
 from streamseg.pipeline.stats import Snapshot
-from streamseg.roles import SinkBase
+from streamseg.roles import PointControl, PromptControl, SinkBase
 
 from .control import Controls
 from .page import page
@@ -180,13 +180,16 @@ class LiveServer:
 
 class PreviewServer(SinkBase):
     """A run's live view (``--serve``): a :class:`LiveServer` showing what the render thread writes to this sink
-    (:class:`~streamseg.pictures.LiveFrames`). ``prompts`` and ``points``: the model's controls, set by the run."""
+    (:class:`~streamseg.serve.pictures.LiveFrames`). ``prompts`` and ``points``: the model's controls, if it has
+    them (POST /prompt, POST /point)."""
 
     def __init__(self, address: str, *, token: str | None = None, quality: int = 80,
                  stats: Callable[[], Snapshot] | None = None, sources: int = 1, hosts: tuple[str, ...] = (),
+                 prompts: PromptControl | None = None, points: PointControl | None = None,
                  max_connections: int = 64, idle_timeout: float = 10.0) -> None:
         self.frames = LiveFrames(sources=sources, quality=quality)
-        self.server = LiveServer(address, self.frames, token=token, stats=stats, controls=Controls(sources=sources),
+        controls = Controls(prompts=prompts, points=points, sources=sources)
+        self.server = LiveServer(address, self.frames, token=token, stats=stats, controls=controls,
                                  hosts=hosts, max_connections=max_connections, idle_timeout=idle_timeout)
         self.url, self.token, self.token_generated = self.server.url, self.server.token, self.server.token_generated
 
@@ -204,22 +207,6 @@ class PreviewServer(SinkBase):
     @stats.setter
     def stats(self, value: Callable[[], Snapshot]) -> None:
         self.server.stats = value
-
-    @property
-    def prompts(self):
-        return self.server.controls.prompts
-
-    @prompts.setter
-    def prompts(self, value) -> None:
-        self.server.controls.prompts = value
-
-    @property
-    def points(self):
-        return self.server.controls.points
-
-    @points.setter
-    def points(self, value) -> None:
-        self.server.controls.points = value
 
     @property
     def viewers(self) -> int:
