@@ -69,14 +69,16 @@ def _signals_stop(run):
     signalled: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
+        # Counted first, acted on, then said: a second signal can interrupt this handler (Python runs it nested,
+        # between two bytecodes), and it must find the first one already counted and its stop requested.
         signalled.append(signum)
         name = signal.Signals(signum).name
-        if run.stopping:
-            log.warning("second %s: stopping now", name)
+        if len(signalled) > 1 or run.stopping:
             run.abort()
+            log.warning("second %s: stopping now", name)
         else:
-            log.warning("%s: finishing the frames in flight (send it again to stop now)", name)
             run.request_stop()
+            log.warning("%s: finishing the frames in flight (send it again to stop now)", name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
