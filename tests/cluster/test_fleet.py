@@ -221,8 +221,11 @@ def test_a_fleet_resumes_a_killed_workers_sources_and_sigterm_stops_every_worker
                                   rows[n]["frames_written"] >= before[n] + 5 for n in moved)
                 return (stats, time.monotonic() - killed) if ok else None
 
-            stats, gap = _wait(resumed, 60, "the killed worker's sources to resume", step=0.2)
-            assert gap <= 30, gap
+            stats, gap = _wait(resumed, 90, "the killed worker's sources to resume", step=0.2)
+            # Ray restarts the worker (about 9 s idle) or its sources move after move_after (15 s); then a source
+            # takes seconds to start (a live probe is 2 s of stream) and write 5 frames: on 2 busy cores (the suite
+            # runs 3 tests at once) 25-31 s was seen, so the bound is move_after plus 30 s
+            assert gap <= 15 + 30, gap
             rows = {s["source"]: s for s in stats["sources"]}
             if "is still lost" not in log.read_text():  # Ray restarted it in time: its sources waited for it
                 assert all(rows[n]["restarts"] == 0 for n in rows if n not in moved)  # and the others never stopped
