@@ -231,6 +231,7 @@ class OutputConfig:
     hls_list_size: int = 5  # HLS: segments in the playlist
     publish_reconnect: int | None = None  # publishers: reconnect attempts in a row (None: keep trying)
     publish_reconnect_max_delay: float = 30.0
+    publish_timeout: float = 10.0  # publishers: seconds to connect, and a connection may go without sending
     display: bool = False  # a window
     json_path: Path | None = None  # JSON Lines export
     json_masks: bool = False  # ... with COCO RLE masks
@@ -244,6 +245,8 @@ class OutputConfig:
     encoder: Encoder = Encoder.AUTO  # H.264 for video files
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.publish_timeout) and self.publish_timeout > 0):
+            raise InputError(f"invalid --timeout {self.publish_timeout}: expected a number of seconds above 0")
         if not (self.hls_time > 0 and self.hls_list_size >= 1):
             raise InputError(f"invalid HLS settings: --hls-time {self.hls_time} (> 0), --hls-list-size "
                              f"{self.hls_list_size} (>= 1)")

@@ -61,10 +61,14 @@ _SECRET_PARAMS = ("token", "key", "secret", "pass", "passphrase", "password", "p
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s'\"]*):(?P<password>[^/@\s'\"]*)@")
 _QUERY_SECRET = re.compile(r"(?P<name>[?&;][A-Za-z0-9_.-]*(?:" + "|".join(_SECRET_PARAMS) + r")=)"
                            r"(?P<value>[^&;#\s'\"]+)", re.IGNORECASE)
+# RTMP's stream key: what follows the application in rtmp://host/app/KEY is the publishing password
+_RTMP_KEY = re.compile(r"(?P<head>\brtmp[a-z]?://[^/\s'\"]+/[^/\s'\"?#]+/)(?P<key>[^\s'\"?#]+)", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """``text`` with the secrets URLs carry hidden: passwords in ``scheme://user:password@host`` and the values
-    of query parameters named like a token, key, secret, password or signature. For messages, logs and pages."""
+    of query parameters named like a token, key, secret, password or signature, and RTMP stream keys
+    (``rtmp://host/app/***``). For messages, logs and pages."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _RTMP_KEY.sub(lambda m: f"{m['head']}***", text)
     return _QUERY_SECRET.sub(lambda m: f"{m['name']}***", text)

@@ -72,6 +72,7 @@ class Sink(Protocol):
     written: list[Path]  # the files written so far (a sink that writes files also has their ``path``)
     bytes_written: int  # bytes written to files and streams so far
     publish_reconnects: int  # times a published stream's server was reconnected
+    publish_failures: int  # times a published stream's connection failed, ended or stalled
 
     def write(self, frame: Frame) -> None: ...
 
@@ -118,6 +119,7 @@ class SinkBase(Closing):
 
     bytes_written = 0
     publish_reconnects = 0
+    publish_failures = 0
 
     def finish(self) -> None:
         """The source was read to its end."""

@@ -162,7 +162,8 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
 
 def add_reading_args(g) -> None:
     """How sources are read (``run`` and ``fleet``): timeouts, reconnects, duration, latency, drop policy."""
-    g.add_argument("--timeout", type=float, default=10.0, metavar="S", help="network open/read timeout (default: 10)")
+    g.add_argument("--timeout", type=float, default=10.0, metavar="S", help="network timeout: opening and reading a stream, and a published stream's connecting "
+                        "or going without sending (then it is reconnected; default: 10)")
     g.add_argument("--duration", type=_seconds, metavar="TIME",
                    help="stop after this much input (90, 90s, 10m, 1h, 1:30); for live sources, wall-clock time")
     g.add_argument("--reconnect", type=int, metavar="N",

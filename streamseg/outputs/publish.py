@@ -17,14 +17,19 @@ When it gives up, the next ``write`` raises the error, so it reaches the caller 
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
+import select
+import subprocess
+import sys
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 from urllib.parse import urlparse
 
-import av
+import numpy as np
 
 from streamseg.config import DropPolicy
 from streamseg.errors import OutputError, Stopped, WriteError, redact, short_message
@@ -32,13 +37,18 @@ from streamseg.frames import Frame
 from streamseg.pipeline.channel import END, Channel
 from streamseg.roles import SinkBase
 
-from .audio import COPYABLE_IN_STREAMS, AudioCopy
-from .video import add_h264_stream, encoder_options, rgb_frame
+from .publish_process import HEADER, MAGIC, PARENT_ENV
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"rtmp": "flv", "rtmps": "flv", "rtsp": "rtsp", "srt": "mpegts", "udp": "mpegts", "tcp": "mpegts"}
 _KEYFRAME_SECONDS = 2.0
+CONNECT_TIMEOUT = 10.0  # seconds a new connection may take to send its first frame
+STALL_TIMEOUT = 5.0  # seconds a connection may hold a frame without sending anything
+CLOSING_STALL = 2.0  # the same, once the run is stopping
+START_TIMEOUT = 10.0  # seconds to wait for a sending process to be ready before the first frames
+CLOSE_TIMEOUT = 5.0  # seconds to send the stream's end (encoder flushed, trailer) when the run stops
+_F_SETPIPE_SZ = 1031  # Linux: a pipe's buffer size
 
 
 def is_publish_target(target: str | Path) -> bool:
@@ -52,7 +62,8 @@ class Publisher(SinkBase):
 
     def __init__(self, target: str | Path, *, fps: float | None = None, reconnect: int | None = None,
                  reconnect_max_delay: float = 30.0, hls_time: float = 2.0, hls_list_size: int = 5,
-                 audio_from: str | None = None) -> None:
+                 audio_from: str | None = None, connect_timeout: float = CONNECT_TIMEOUT,
+                 stall_timeout: float = STALL_TIMEOUT) -> None:
         self.target = str(target)
         self.description = redact(self.target)
         scheme = urlparse(self.target).scheme.lower()
@@ -79,12 +90,18 @@ class Publisher(SinkBase):
         self.reconnects = 0
         self.dropped_while_down = 0  # frames that arrived while no connection was open
         self.bytes_sent = 0
+        self.failures = 0  # connections that failed, ended or stalled (each one reconnected with the backoff)
+        self.connect_timeout, self.stall_timeout = connect_timeout, stall_timeout
         self.error: WriteError | None = None
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._closed = False
+        self._started = threading.Event()  # the first connection's process is ready for frames (or failed)
         self._thread = threading.Thread(target=self._run, name="streamseg-publish", daemon=True)
         self._thread.start()
+        # a file source runs faster than real time: frames queued while the process starts (a second or so on
+        # busy cores) would be dropped, the oldest first
+        self._started.wait(START_TIMEOUT)
 
     # -- the render thread ----------------------------------------------------------------------
     def write(self, frame: Frame) -> None:
@@ -115,18 +132,22 @@ class Publisher(SinkBase):
         return self.reconnects
 
     @property
+    def publish_failures(self) -> int:
+        return self.failures
+
+    @property
     def written(self) -> list[Path]:
         """The HLS playlist once it holds segments (a network stream leaves no file)."""
         return [self.path] if self.path is not None and self.frames_sent and self.path.exists() else []
 
     def close(self) -> None:
-        """Send what is queued (at most a few seconds), then close the connection."""
+        """Send what is queued and the stream's end, for a few seconds at most, then close the connection."""
         if self._closed:
             return
         self._closed = True
         self._queue.close()
-        self._thread.join(timeout=10.0)
-        if self._thread.is_alive():  # a server that stopped reading: give up on it
+        self._thread.join(timeout=CLOSING_STALL + CLOSE_TIMEOUT + 3.0)
+        if self._thread.is_alive():  # still sending what was queued: give up on it
             self._stop.set()
             self._queue.cancel()
             self._thread.join(timeout=5.0)
@@ -134,124 +155,214 @@ class Publisher(SinkBase):
                  self.dropped, self.reconnects)
 
     # -- the publish thread ---------------------------------------------------------------------
+    def _settings(self) -> dict:
+        return {"target": self.target, "format": self._format, "options": self._options,
+                "container_options": {} if self._hls else {"flush_packets": "1"}, "fps": self._fps,
+                "keyframe_seconds": self._keyframe_seconds, "audio_from": self._audio_from}
+
+    def _seconds(self, frame: Frame) -> float:
+        """The frame's time on the published timeline (0 at the first frame ever sent)."""
+        t = frame.time(self._fps)
+        if self._origin is None:
+            self._origin = t
+        return t - self._origin
+
     def _run(self) -> None:
-        out: _Connection | None = None
+        sender: _Sender | None = None
+        try:
+            sender = _Sender(self)
+            sender.ready.wait(START_TIMEOUT)
+        except OSError:
+            pass  # tried again with the first frame
+        self._started.set()
         failures, delay, retry_at = 0, 0.5, 0.0
         try:
             while True:
                 item = self._queue.get()
                 if item is END:
                     break
-                if out is None and time.monotonic() < retry_at:
-                    self.dropped_while_down += 1
+                if sender is None and (self._closed or time.monotonic() < retry_at):
+                    self.dropped_while_down += 1  # no new connection to send the last frames once closed
                     continue
                 try:
-                    if out is None:
-                        out = _Connection(self, item)
-                    out.send(item)
-                except av.error.ProtocolNotFoundError as exc:  # e.g. srt:// with PyAV's wheels
+                    sender = sender or _Sender(self)
+                    sender.send(self._seconds(item), item.image)
+                    continue
+                except _Lost as lost:
+                    failure = lost
+                except OSError as exc:  # no process could be started
+                    failure = _Lost("failed", f"cannot start the sending process: {short_message(exc)}",
+                                    connected=False)
+                self.dropped_while_down += sender.unsent if sender is not None else 1
+                sender = None
+                self._connected.clear()
+                self.failures += 1
+                if failure.kind == "protocol":  # e.g. srt:// with PyAV's wheels
                     scheme = urlparse(self.target).scheme
                     raise WriteError(f"cannot publish to {self.description}: the FFmpeg inside PyAV has no {scheme!r} "
-                                     "protocol (pip install av --no-binary av builds PyAV on the system's FFmpeg)") from exc
-                except (av.FFmpegError, OSError) as exc:
-                    connected = out is not None and out.sent > 0
-                    if out is not None:
-                        out.close(flush=False)
-                        out = None
-                    self._connected.clear()
-                    self.dropped_while_down += 1
-                    if connected:  # it worked, then the server went away: try again soon
-                        failures, delay = 0, 0.5
-                        log.warning("%s: connection lost (%s)", self.description, redact(short_message(exc)))
-                    else:
-                        failures += 1
-                        if self._attempts is not None and failures > self._attempts:
-                            raise WriteError(f"cannot publish to {self.description}: {redact(short_message(exc))} "
-                                             f"(gave up after {self._attempts} reconnect attempts)") from exc
-                        log.warning("%s: cannot connect (%s); trying again in %.1f s", self.description,
-                                    redact(short_message(exc)), delay)
-                    retry_at, delay = time.monotonic() + delay, min(self._max_delay, delay * 2)
-                    continue
-                if out.sent == 1:
-                    if self.frames_sent:
-                        self.reconnects += 1
-                        log.warning("%s: reconnected (reconnect %d)", self.description, self.reconnects)
+                                     "protocol (pip install av --no-binary av builds PyAV on the system's FFmpeg)")
+                if failure.connected:  # it worked, then the server went away or stopped reading: try again soon
                     failures, delay = 0, 0.5
-                    self._connected.set()
-                self.frames_sent += 1
+                    log.warning("%s: connection lost (%s)", self.description, failure.message)
+                else:
+                    failures += 1
+                    if self._attempts is not None and failures > self._attempts:
+                        raise WriteError(f"cannot publish to {self.description}: {failure.message} "
+                                         f"(gave up after {self._attempts} reconnect attempts)")
+                    log.warning("%s: cannot connect (%s); trying again in %.1f s", self.description,
+                                failure.message, delay)
+                retry_at, delay = time.monotonic() + delay, min(self._max_delay, delay * 2)
         except WriteError as exc:
             self.error = exc
             log.error("%s", exc)
             self._queue.cancel()
         finally:
             self._connected.clear()
-            if out is not None:
-                out.close(flush=not self._stop.is_set())
+            if sender is not None:
+                problem = sender.finish(timeout=0.0 if self._stop.is_set() else CLOSE_TIMEOUT)
+                if problem and self.error is None:
+                    log.warning("%s: %s", self.description, problem)
+
+    def _on_sent(self, sender: _Sender, count: int, size: int) -> None:
+        """The reader thread of ``sender``: ``count`` more frames (``size`` more bytes) went out."""
+        if sender.acked == count:  # its first frame: connected
+            if self.frames_sent:
+                self.reconnects += 1
+                log.warning("%s: reconnected (reconnect %d)", self.description, self.reconnects)
+            self._connected.set()
+        self.frames_sent += count
+        self.bytes_sent += size
 
 
-class _Connection:
-    """One open output container and its H.264 stream; timestamps from the first frame it sends."""
+class _Lost(Exception):
+    """A sender process that failed, ended or stopped making progress (and was killed)."""
 
-    def __init__(self, owner: Publisher, first: Frame) -> None:
+    def __init__(self, kind: str, message: str, *, connected: bool) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.connected = kind, message, connected
+
+
+class _Sender:
+    """One :mod:`.publish_process` child: one connection. The publish thread writes frames to its stdin without
+    ever blocking for long; a reader thread counts what the child reports sent. A child that has frames outstanding
+    and sends nothing for ``stall_timeout`` seconds (``connect_timeout`` before its first frame) is killed."""
+
+    def __init__(self, owner: Publisher) -> None:
         self.owner = owner
-        self.container = av.open(owner.target, mode="w", format=owner._format, options=dict(owner._options),
-                                 container_options={"flush_packets": "1"} if not owner._hls else {})
-        try:
-            width, height = first.size
-            fps = owner._fps
-            options = encoder_options("libx264", crf=23, preset="veryfast", threads=0, live=True)
-            options["g"] = str(max(1, int(round(owner._keyframe_seconds * fps))))
-            self.stream = add_h264_stream(self.container, "libx264", width=width, height=height, fps=fps,
-                                          time_base=Fraction(1, 1000), options=options)
-            self.audio: AudioCopy | None = None
-            if owner._audio_from:
-                try:
-                    self.audio = AudioCopy(owner._audio_from, self.container, copyable=COPYABLE_IN_STREAMS)
-                    self.audio.skip_until(self._seconds(first))  # a reconnect mid-file goes on from here
-                except (av.FFmpegError, IndexError, ValueError) as exc:
-                    log.warning("audio of %s not published: %s", owner._audio_from, short_message(exc))
-        except Exception:
-            self.container.close()
-            raise
-        self._last = -1
-        self.sent = 0  # frames sent on this connection
-
-    def _seconds(self, frame: Frame) -> float:
-        """The frame's time on the published timeline (0 at the first frame ever sent)."""
-        t = frame.time(self.owner._fps)
-        if self.owner._origin is None:
-            self.owner._origin = t
-        return t - self.owner._origin
-
-    def send(self, frame: Frame) -> None:
-        seconds = self._seconds(frame)
-        pts = max(self._last + 1, int(round(seconds * 1000)))
-        self._last = pts
-        if self.audio is not None:
-            self.audio.copy_until(seconds)
-        vf = rgb_frame(frame.image)
-        vf.pts, vf.time_base = pts, Fraction(1, 1000)
-        for packet in self.stream.encode(vf):
-            self.container.mux(packet)
-            self.owner.bytes_sent += packet.size
-        self.sent += 1
-
-    def close(self, *, flush: bool) -> None:
-        try:
-            if flush:
-                for packet in self.stream.encode(None):
-                    self.container.mux(packet)
-                if self.audio is not None:
-                    self.audio.copy_until(self._last / 1000 + 1 / self.owner._fps)
-        except (av.FFmpegError, OSError):
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamseg.outputs.publish_process"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._fd = self.proc.stdin.fileno()
+        try:  # room for a 720p frame, so that a child busy with one frame is handed the next at once
+            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, 4 << 20)
+        except OSError:
             pass
+        os.set_blocking(self._fd, False)
+        self.given = self.acked = self._bytes = 0
+        self.error: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+        self._busy_since: float | None = None  # frames outstanding and no progress since then
+        self.ready = threading.Event()  # imported (or ended)
+        self._reader = threading.Thread(target=self._read, name="streamseg-publish-reader", daemon=True)
+        self._reader.start()
+        self._settings: bytes | None = json.dumps(owner._settings()).encode() + b"\n"  # sent with the first frame
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            self._read_events(self.proc.stdout)
         finally:
-            if self.audio is not None:
-                try:
-                    self.audio.close()
-                except (av.FFmpegError, OSError):
-                    pass
+            self.ready.set()
+
+    def _read_events(self, lines) -> None:
+        for line in lines:
             try:
-                self.container.close()
-            except (av.FFmpegError, OSError):
-                pass
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if "ready" in event:
+                self.ready.set()
+            elif "sent" in event:
+                with self._lock:
+                    count, self.acked = event["sent"] - self.acked, event["sent"]
+                    self._busy_since = time.monotonic() if self.acked < self.given else None
+                size, self._bytes = event["bytes"] - self._bytes, event["bytes"]
+                self.owner._on_sent(self, count, size)
+            elif "warning" in event:
+                log.warning("%s", event["warning"])
+            elif "error" in event:
+                self.error = (event["error"], redact(event.get("message", "")))
+
+    def send(self, seconds: float, image: np.ndarray) -> None:
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        height, width = image.shape[:2]
+        with self._lock:
+            self.given += 1
+            if self._busy_since is None:
+                self._busy_since = time.monotonic()
+        limit = self.owner.stall_timeout if self.acked else self.owner.connect_timeout
+        parts = [HEADER.pack(MAGIC, seconds, height, width), memoryview(image).cast("B")]
+        if self._settings is not None:
+            parts, self._settings = [self._settings, *parts], None
+        self._write(parts, limit=limit)
+
+    def _write(self, parts: list, *, limit: float) -> None:
+        for part in parts:
+            view = memoryview(part)
+            while view.nbytes:
+                self._check(limit)
+                if not select.select([], [self._fd], [], 0.1)[1]:
+                    continue
+                try:
+                    view = view[os.write(self._fd, view):]
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:
+                    raise self._lost() from None
+        self._check(limit)
+
+    def _check(self, limit: float) -> None:
+        if self.owner._closed:
+            limit = min(limit, CLOSING_STALL)  # the run is stopping: a stuck server gets a moment, not more
+        with self._lock:
+            since = self._busy_since
+        if self.owner._stop.is_set() or (since is not None and time.monotonic() - since > limit):
+            what = ("the server stopped reading" if self.acked else "no answer from the server")
+            self._kill()
+            raise _Lost("stalled", f"{what} for {limit:g} s", connected=self.acked > 0)
+        if self.proc.poll() is not None:
+            raise self._lost()
+
+    def _lost(self) -> _Lost:
+        self.proc.wait()
+        self._reader.join(timeout=2.0)
+        kind, message = self.error or ("failed", f"the sending process ended (exit code {self.proc.returncode})")
+        return _Lost(kind, message, connected=self.acked > 0)
+
+    def _kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._reader.join(timeout=2.0)
+
+    @property
+    def unsent(self) -> int:
+        return self.given - self.acked
+
+    def finish(self, *, timeout: float) -> str | None:
+        """End the stream (the child flushes and writes the trailer), waiting ``timeout`` s at most; what went
+        wrong, if anything. Frames given and not sent are counted as dropped."""
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            problem: str | None = f"the stream's end was not sent within {timeout:g} s"
+        else:
+            self._reader.join(timeout=2.0)
+            problem = self.error[1] if self.error else None
+        self.owner.dropped_while_down += self.unsent
+        return problem

@@ -49,5 +49,9 @@ class TeeSink(SinkBase):
     def publish_reconnects(self) -> int:
         return sum(s.publish_reconnects for s in self.sinks)
 
+    @property
+    def publish_failures(self) -> int:
+        return sum(s.publish_failures for s in self.sinks)
+
     def close(self) -> None:
         close_all(self.sinks)

@@ -143,6 +143,7 @@ class Pipeline:
         return source_figures(route.stats, route.source, channel_depth=len(channel), dropped=channel.dropped,
                               bytes_written=route.sink.bytes_written, elapsed=elapsed,
                               publish_reconnects=route.sink.publish_reconnects,
+                              publish_failures=route.sink.publish_failures,
                               error=None if route.error is None else redact(str(route.error)))
 
     @property

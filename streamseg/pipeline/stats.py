@@ -123,6 +123,7 @@ class SourceFigures:
     last_read_age: float | None = None  # seconds since the last frame read
     bytes_written: int = 0
     publish_reconnects: int = 0
+    publish_failures: int = 0  # published streams' connections that failed, ended or stalled
     error: str | None = None
     name: str | None = None  # a run's name for the source (its file names)
     worker: str | None = None  # a fleet: the worker that runs it
@@ -161,7 +162,8 @@ class Snapshot:
 
 
 def source_figures(st: RunStats, source: Source, *, channel_depth: int, dropped: int, bytes_written: int,
-                   elapsed: float, error: str | None, publish_reconnects: int = 0) -> SourceFigures:
+                   elapsed: float, error: str | None, publish_reconnects: int = 0,
+                   publish_failures: int = 0) -> SourceFigures:
     """One source's live figures from its stats and the state of its source and channel."""
     return SourceFigures(
         source=source.description, frames_read=st.frames_read, frames_inferred=st.frames_inferred,
@@ -171,4 +173,5 @@ def source_figures(st: RunStats, source: Source, *, channel_depth: int, dropped:
         stages={name: {"seconds": t.seconds, "items": t.items} for name, t in st.stages.items()},
         reconnects=source.reconnects, gap_seconds=source.gap_seconds, connected=bool(source.connected), live=st.live,
         ended=st.completed, last_read_age=None if st.last_read is None else time.monotonic() - st.last_read,
-        bytes_written=bytes_written, publish_reconnects=publish_reconnects, error=error)
+        bytes_written=bytes_written, publish_reconnects=publish_reconnects,
+        publish_failures=publish_failures, error=error)

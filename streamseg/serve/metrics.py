@@ -49,6 +49,9 @@ class _Collector:
                          "bytes_written")
         yield per_source(CounterMetricFamily, "publish_reconnects", "Times a published stream's server was reconnected",
                          "publish_reconnects")
+        yield per_source(CounterMetricFamily, "publish_failures", "Times a published stream's connection failed, "
+                                                                  "ended or stopped sending (then reconnected)",
+                         "publish_failures")
         if any(s.restarts is not None for s in sources):
             yield per_source(CounterMetricFamily, "source_restarts", "Times a fleet source was started again (its "
                                                                       "worker lost, or its sources re-spread)", "restarts")
