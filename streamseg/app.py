@@ -304,7 +304,8 @@ class Run(Closing):
         plans = [r.plan for r in self._routes] + [plan for plan, _ in self._failed]
         order = {spec: k for k, spec in enumerate(self.config.sources)}
         reports = [by_spec[id(p)] for p in sorted(plans, key=lambda p: order[p.spec])]
-        return RunReport(reports, total, self.threads.describe(self.tuner))
+        engine = f"engine {self.segmenter.engine_text}; " if self.segmenter is not None else ""
+        return RunReport(reports, total, engine + self.threads.describe(self.tuner))
 
     def _encoder(self) -> str:
         """``--encoder``; auto: NVENC when the model runs on CUDA (the CPU stays free for the rest)."""

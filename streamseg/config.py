@@ -90,8 +90,10 @@ class Style(str, enum.Enum):
 class Engine(str, enum.Enum):
     """What runs a semantic model's forward (``--engine``)."""
 
+    AUTO = "auto"  # OpenVINO for semantic models on the CPU (when installed), else torch
     TORCH = "torch"  # eager PyTorch (or torch.compile with --compile)
     ONNXRUNTIME = "onnxruntime"  # the model exported to ONNX, run by ONNX Runtime on the CPU; falls back to torch
+    OPENVINO = "openvino"  # the model converted to OpenVINO IR, run on the CPU (bf16 where native); falls back to torch
 
 
 class Blend(str, enum.Enum):
@@ -154,7 +156,7 @@ class ModelConfig:
         object.__setattr__(self, "dtype", choice(DType, self.dtype, "--dtype"))
         object.__setattr__(self, "task", choice(Task, self.task, "--task"))
         object.__setattr__(self, "engine", choice(Engine, self.engine, "--engine"))
-        if self.compile and self.engine is not Engine.TORCH:
+        if self.compile and self.engine not in (Engine.TORCH, Engine.AUTO):
             raise InputError("--compile applies to --engine torch only")
         if not 0.0 <= self.smooth < 1.0:
             raise InputError(f"invalid smooth {self.smooth}: expected a value in [0, 1)")

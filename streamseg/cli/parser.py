@@ -103,8 +103,10 @@ def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DE
                    help="torch.compile the model: the first batch takes long (about 40 s for SegFormer-B0 on 2 CPU "
                         "cores), later ones run faster; semantic models")
     g.add_argument("--engine", default="torch", choices=[e.value for e in Engine],
-                   help="what runs the forward of semantic models: torch (default) or onnxruntime (exported to ONNX "
-                        "once and cached; needs pip install 'streamseg[onnx]'; falls back to torch)")
+                   help="what runs the forward of semantic models: torch (default), openvino (converted once and "
+                        "cached, on the CPU; bf16 with --dtype auto where the CPU has native bf16), onnxruntime "
+                        "(exported to ONNX once and cached; pip install 'streamseg[onnx]'), or auto (openvino on "
+                        "the CPU, torch on CUDA); the compiled engines fall back to torch with a warning")
     g.add_argument("--size", type=_size, metavar="S|WxH",
                    help="inference resolution instead of the model's own: S scales the shortest edge to S "
                         "(aspect kept), WxH resizes to exactly that (for fixed-size models); labels and output "

@@ -1,5 +1,5 @@
 """Models: loading any Hugging Face segmentation model (:mod:`.segmenter`), pre-processing on the device
-(:mod:`.preprocess`), engines (:mod:`.onnx_runtime`), one head per family (:mod:`.heads`) and track ids
+(:mod:`.preprocess`), engines (:mod:`.openvino_engine`, :mod:`.onnx_runtime`, sharing :mod:`.engine_cache`), one head per family (:mod:`.heads`) and track ids
 (:mod:`.tracking`).
 
 Imports only the core.

@@ -37,6 +37,8 @@ class Loading:
     device: torch.device
     dtype: torch.dtype
     offline: str | None  # why the Hub cannot be reached (then the local cache only), or None
+    engine: Engine = Engine.TORCH  # what runs a semantic model's forward (resolved: never AUTO)
+    precision: str = "f32"  # the openvino engine's inference precision (f32 or bf16)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ def _load_semantic(ld: Loading) -> Loaded:
     task = _task(ld, [Task.SEMANTIC])
     id2label, num_labels = _labels(ld, model)
     head = SemanticHead(model, id2label=id2label, num_labels=num_labels, name=ld.config.name,
-                        smooth=ld.config.smooth, compile=ld.config.compile, engine=ld.config.engine)
+                        smooth=ld.config.smooth, compile=ld.config.compile, engine=ld.engine,
+                        precision=ld.precision)
     return Loaded(head, _spec(ld, processor), id2label, num_labels, task.value)
 
 
@@ -123,8 +126,8 @@ def _load_universal(ld: Loading) -> Loaded:
         raise InputError("--compile applies to semantic models (per-class logits) only")
     if config.smooth:
         raise InputError("--smooth applies to semantic models (per-class logits) only")
-    if config.engine is Engine.ONNXRUNTIME:
-        log.warning("--engine onnxruntime runs semantic models only; running %s in torch", config.name)
+    if config.engine in (Engine.ONNXRUNTIME, Engine.OPENVINO):
+        log.warning("--engine %s runs semantic models only; running %s in torch", config.engine.value, config.name)
     tokens = oneformer_task_tokens(ld.name, task, ld.hf_config, ld.hub) if ld.model_type == "oneformer" else None
     id2label, num_labels = _labels(ld, model)
     head = UniversalHead(model, processor, task=task, id2label=id2label, threshold=config.threshold,
@@ -177,9 +180,12 @@ def load_family(config: ModelConfig) -> tuple[Loaded, torch.device, torch.dtype]
             raise ModelLoadError(f"{text}; {config.name!r} is a {model_type or 'unknown'} model")
     if family is None:
         raise ModelLoadError(f"model {name!r} is not a segmentation model (its type is {model_type or 'unknown'!r})")
-    if dtype != torch.float32 and device.type == "cpu":
+    engine, precision = resolve_engine(config, device, semantic=family.load is _load_semantic)
+    if engine is Engine.OPENVINO:  # converted from float32; OpenVINO runs it in its own precision
+        dtype = torch.float32
+    elif dtype != torch.float32 and device.type == "cpu":
         log.warning("%s on the CPU is much slower than float32 on most processors", dtype)
-    loaded = family.load(Loading(name, hub, config, hf_config, model_type, device, dtype, offline))
+    loaded = family.load(Loading(name, hub, config, hf_config, model_type, device, dtype, offline, engine, precision))
     log.info("loaded %s (%s) on %s as %s", name, loaded.what, device, dtype)
     return loaded, device, dtype
 
@@ -244,6 +250,30 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InputError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return device
+
+
+def resolve_engine(config: ModelConfig, device: torch.device, *, semantic: bool) -> tuple[Engine, str]:
+    """What runs the forward and, for OpenVINO, in which precision: ``auto`` is OpenVINO for semantic models on
+    the CPU when it is installed (not with ``--compile``), else torch; OpenVINO's precision is bf16 where the CPU
+    has native bf16 and ``--dtype`` is auto or bfloat16, else f32."""
+    from . import openvino_engine
+
+    engine = config.engine
+    if engine is Engine.AUTO:
+        engine = (Engine.OPENVINO if semantic and device.type == "cpu" and not config.compile
+                  and openvino_engine.available() is None else Engine.TORCH)
+    elif engine is Engine.OPENVINO and device.type != "cpu":
+        log.warning("--engine openvino runs on the CPU; running the model in torch on %s", device)
+        engine = Engine.TORCH
+    precision = "f32"
+    if engine is Engine.OPENVINO and config.dtype in (DType.AUTO, DType.BFLOAT16):
+        native = openvino_engine.native_bf16()
+        if config.dtype is DType.BFLOAT16 and not native:
+            log.warning("this CPU has no native bf16: OpenVINO runs the model in float32")
+        precision = "bf16" if native else "f32"
+    elif engine is Engine.OPENVINO and config.dtype is DType.FLOAT16:
+        log.warning("OpenVINO on the CPU runs float16 models in float32")
+    return engine, precision
 
 
 def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:

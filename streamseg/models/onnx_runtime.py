@@ -15,7 +15,6 @@ then logs a warning and runs the model in torch.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -26,13 +25,12 @@ import torch
 
 from streamseg.errors import short_message
 
+from .engine_cache import EngineUnavailable, Logits, model_key
+from .engine_cache import cache_dir as engine_cache
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'streamseg[onnx]'"
-
-
-class EngineUnavailable(RuntimeError):
-    """ONNX Runtime cannot run this model here; the caller falls back to torch."""
 
 
 def available() -> str | None:
@@ -47,32 +45,7 @@ def available() -> str | None:
 
 def cache_dir() -> Path:
     """Where exported graphs are kept: ``$STREAMSEG_CACHE/onnx`` or ``~/.cache/streamseg/onnx``."""
-    root = os.environ.get("STREAMSEG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "streamseg")
-    return Path(root) / "onnx"
-
-
-def model_key(model: torch.nn.Module) -> str:
-    """A hash of what the graph depends on: the model's class, config, weights and the exporting versions."""
-    import transformers
-
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{type(model).__qualname__}|{torch.__version__}|{transformers.__version__}".encode())
-    h.update(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-class _Logits(torch.nn.Module):
-    """The model with a plain tensor in and the logits out, as the exporter wants."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+    return engine_cache("onnx")
 
 
 def export(model: torch.nn.Module, path: Path, height: int, width: int) -> None:
@@ -87,7 +60,7 @@ def export(model: torch.nn.Module, path: Path, height: int, width: int) -> None:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
-            torch.onnx.export(_Logits(model).eval(), (example,), tmp, input_names=["pixel_values"],
+            torch.onnx.export(Logits(model).eval(), (example,), tmp, input_names=["pixel_values"],
                               output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
                               opset_version=17, dynamo=False)
         os.replace(tmp, path)

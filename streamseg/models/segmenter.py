@@ -77,6 +77,12 @@ class Segmenter:
         """What actually runs the forward (after any fallback)."""
         return self.head.engine
 
+    @property
+    def engine_text(self) -> str:
+        """What runs the forward, in which precision: ``openvino bf16``, ``torch float32`` (for the summary line)."""
+        precision = getattr(self.head, "precision", None) or str(self.preprocessor.dtype).removeprefix("torch.")
+        return f"{self.engine.value} {precision}"
+
     # -- the three steps ------------------------------------------------------------------
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """uint8 ``(H, W, 3)`` RGB pictures -> normalised ``(B, 3, h, w)`` on the device, in the model's dtype."""

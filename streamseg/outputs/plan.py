@@ -292,6 +292,7 @@ def open_outputs(plan: RoutePlan, source: Source, config: OutputConfig, *, colou
             sinks.append(Publisher(target, fps=source.fps, reconnect=config.publish_reconnect,
                                    reconnect_max_delay=config.publish_reconnect_max_delay, hls_time=config.hls_time,
                                    connect_timeout=config.publish_timeout, stall_timeout=config.publish_timeout,
+                                   live=source.live,
                                    hls_list_size=config.hls_list_size, audio_from=source.audio_path))
             owned.append(sinks[-1])
         sinks += window

@@ -5,8 +5,10 @@
 the last ``--hls-list-size`` in the playlist, older ones deleted). H.264 from libx264 with
 zero-latency settings and a keyframe every 2 s.
 
-A :class:`Publisher` is a sink whose ``write`` never blocks: frames go into a bounded drop-oldest
-channel (2 s of frames), and its own thread (``streamseg-publish``) encodes and sends them. When
+A :class:`Publisher` is a sink whose ``write`` never blocks for long: frames go into a bounded channel
+(2 s of frames; a live source's drops the oldest, a file's waits up to 1 s for room, then drops that
+frame), and its own thread (``streamseg-publish``) hands them to a child process that encodes and
+sends them (:mod:`.publish_process`). When
 the server goes away the thread closes the connection and reopens it with the sources' backoff
 (0.5 s doubling up to ``reconnect_max_delay``; forever unless ``reconnect`` attempts); frames that
 arrive meanwhile are dropped and counted (``dropped``). Timestamps count from the first frame and
@@ -47,7 +49,8 @@ CONNECT_TIMEOUT = 10.0  # seconds a new connection may take to send its first fr
 STALL_TIMEOUT = 5.0  # seconds a connection may hold a frame without sending anything
 CLOSING_STALL = 2.0  # the same, once the run is stopping
 START_TIMEOUT = 10.0  # seconds to wait for a sending process to be ready before the first frames
-CLOSE_TIMEOUT = 5.0  # seconds to send the stream's end (encoder flushed, trailer) when the run stops
+CLOSE_TIMEOUT = 5.0
+FILE_WAIT = 1.0  # seconds a file source's frame waits for room in the queue before it is dropped  # seconds to send the stream's end (encoder flushed, trailer) when the run stops
 _F_SETPIPE_SZ = 1031  # Linux: a pipe's buffer size
 
 
@@ -63,7 +66,7 @@ class Publisher(SinkBase):
     def __init__(self, target: str | Path, *, fps: float | None = None, reconnect: int | None = None,
                  reconnect_max_delay: float = 30.0, hls_time: float = 2.0, hls_list_size: int = 5,
                  audio_from: str | None = None, connect_timeout: float = CONNECT_TIMEOUT,
-                 stall_timeout: float = STALL_TIMEOUT) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, live: bool = True) -> None:
         self.target = str(target)
         self.description = redact(self.target)
         scheme = urlparse(self.target).scheme.lower()
@@ -84,8 +87,12 @@ class Publisher(SinkBase):
         self._audio_from = audio_from  # a file source's audio, copied (AAC, MP3) or re-encoded to AAC
         self._origin: float | None = None  # the first frame's time: timestamps count from it, across reconnects
         self._attempts, self._max_delay = reconnect, reconnect_max_delay
-        self._queue: Channel[Frame] = Channel(max(2, int(round(2 * self._fps))), DropPolicy.DROP_OLDEST,
-                                              name="publish")
+        # live: the newest frames matter, the oldest are dropped; a file runs faster than real time and loses no
+        # frame while the connection keeps up (write waits for room, FILE_WAIT s at most, then drops that frame)
+        self._live = live
+        self._queue: Channel[Frame] = Channel(max(2, int(round(2 * self._fps))),
+                                              DropPolicy.DROP_OLDEST if live else DropPolicy.WAIT, name="publish")
+        self.dropped_waiting = 0  # a file's frames not queued: the connection had stalled
         self.frames_sent = 0
         self.reconnects = 0
         self.dropped_while_down = 0  # frames that arrived while no connection was open
@@ -110,14 +117,16 @@ class Publisher(SinkBase):
         if self._closed:
             raise OutputError(f"write to closed output {self.description}")
         try:
-            self._queue.put(frame)
+            self._queue.put(frame, timeout=None if self._live else FILE_WAIT)
+        except TimeoutError:
+            self.dropped_waiting += 1
         except Stopped:  # the publish thread gave up between the check above and now
             raise self.error or WriteError(f"cannot publish to {self.description}") from None
 
     @property
     def dropped(self) -> int:
         """Frames not sent: dropped when the sender fell behind, and while disconnected."""
-        return self._queue.dropped + self.dropped_while_down
+        return self._queue.dropped + self.dropped_while_down + self.dropped_waiting
 
     @property
     def connected(self) -> bool:

@@ -162,7 +162,7 @@ def test_a_recording_killed_at_any_point_plays_all_but_the_fragment_in_progress(
     assert in_progress - 1 <= len(frames) <= len(records), (len(frames), in_progress, len(records), len(keys))
     assert times[-1] == pytest.approx(records[len(frames) - 1]["pts"] - records[0]["pts"], abs=0.002)
     if not realtime:  # minutes of a camera's frames, in seconds
-        assert len(records) > 500 and len(keys) >= 5 and out.stat().st_size > 1_000_000, (len(records), len(keys))
+        assert len(records) > 300 and len(keys) >= 5 and out.stat().st_size > 500_000, (len(records), len(keys))
 
 
 @needs_ffmpeg

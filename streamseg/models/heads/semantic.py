@@ -1,7 +1,7 @@
 """Semantic models (``*ForSemanticSegmentation``: SegFormer, UperNet, DPT, BEiT, MobileViT...): per-class logits.
 
-The forward runs in eager torch, ``torch.compile`` (short batches padded to one graph) or
-ONNX Runtime, each falling back to the next with a warning. Post-processing turns the
+The forward runs in eager torch, ``torch.compile`` (short batches padded to one graph), OpenVINO
+or ONNX Runtime; a compiled engine that fails falls back to torch with a warning. Post-processing turns the
 low-resolution logits into a class id per source pixel on the device
 (:func:`~streamseg.models.tensor_ops.upsampled_argmax`), with optional temporal smoothing.
 """
@@ -31,7 +31,8 @@ class SemanticHead(HeadBase):
     draws_on_device = True  # results() blends each frame's style on the device when given a blender
 
     def __init__(self, model: torch.nn.Module, *, id2label: Mapping[int, str], num_labels: int, name: str = "",
-                 smooth: float = 0.0, compile: bool = False, engine: Engine = Engine.TORCH) -> None:
+                 smooth: float = 0.0, compile: bool = False, engine: Engine = Engine.TORCH,
+                 precision: str = "f32") -> None:
         self.model = model
         self.eager_model = model  # what runs if the compiled graph or the ONNX engine fails
         self.id2label = dict(id2label)
@@ -45,21 +46,35 @@ class SemanticHead(HeadBase):
             # On CUDA, "reduce-overhead" also records CUDA graphs for each (fixed) batch shape: one launch per forward.
             self._graphed = next(model.parameters()).device.type == "cuda"
             self.model = torch.compile(model, dynamic=False, mode="reduce-overhead" if self._graphed else None)
-        self._onnx = self._onnx_engine() if Engine(engine) is Engine.ONNXRUNTIME else None
+        self._engine = Engine(engine)
+        self._compiled = self._compiled_forward(self._engine, precision)  # None: torch runs it
 
     @property
     def engine(self) -> Engine:
         """What actually runs the forward (after any fallback)."""
-        return Engine.ONNXRUNTIME if self._onnx is not None else Engine.TORCH
+        return self._engine if self._compiled is not None else Engine.TORCH
 
-    def _onnx_engine(self):
-        from streamseg.models import onnx_runtime
+    @property
+    def precision(self) -> str:
+        """The compiled engine's precision (``f32``, ``bf16``), or the torch model's dtype."""
+        found = getattr(self._compiled, "precision", None)
+        return found or str(next(self.eager_model.parameters()).dtype).removeprefix("torch.")
+
+    def _compiled_forward(self, engine: Engine, precision: str):
+        from streamseg.models.engine_cache import EngineUnavailable
 
         try:
-            return onnx_runtime.OnnxForward(self.eager_model)
-        except onnx_runtime.EngineUnavailable as exc:
+            if engine is Engine.ONNXRUNTIME:
+                from streamseg.models.onnx_runtime import OnnxForward
+
+                return OnnxForward(self.eager_model)
+            if engine is Engine.OPENVINO:
+                from streamseg.models.openvino_engine import OpenVinoForward
+
+                return OpenVinoForward(self.eager_model, precision=precision)
+        except EngineUnavailable as exc:
             log.warning("%s; running the model in torch", exc)
-            return None
+        return None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, h, w)`` for a pre-processed batch."""
@@ -74,14 +89,14 @@ class SemanticHead(HeadBase):
         return logits.clone() if self._graphed and self.model is not self.eager_model else logits
 
     def _run(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self._onnx is not None:
-            from streamseg.models.onnx_runtime import EngineUnavailable
+        if self._compiled is not None:
+            from streamseg.models.engine_cache import EngineUnavailable
 
             try:
-                return self._onnx(pixel_values)
+                return self._compiled(pixel_values)
             except EngineUnavailable as exc:
                 log.warning("%s; running the model in torch from now on", exc)
-                self._onnx = None
+                self._compiled = None
         try:
             return self.model(pixel_values=pixel_values).logits
         except Exception as exc:  # noqa: BLE001 - any compiler failure: run eagerly instead

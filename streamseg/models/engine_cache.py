@@ -1,0 +1,46 @@
+"""What the compiled engines (:mod:`.onnx_runtime`, :mod:`.openvino_engine`) share: where their converted models
+are kept on disk, the key that names one (a hash of everything the conversion depends on), and a wrapper that
+gives the converters a plain tensor in and the logits out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+
+class EngineUnavailable(RuntimeError):
+    """An engine cannot run this model here; the caller falls back to torch."""
+
+
+def cache_dir(kind: str) -> Path:
+    """``$STREAMSEG_CACHE/KIND`` or ``~/.cache/streamseg/KIND``."""
+    root = os.environ.get("STREAMSEG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "streamseg")
+    return Path(root) / kind
+
+
+def model_key(model: torch.nn.Module, *extra: str) -> str:
+    """A hash of what a converted graph depends on: the model's class, config, weights, the converting
+    versions and ``extra`` (e.g. the runtime's version)."""
+    import transformers
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{type(model).__qualname__}|{torch.__version__}|{transformers.__version__}|{'|'.join(extra)}".encode())
+    h.update(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Logits(torch.nn.Module):
+    """The model with a plain tensor in and the logits out, as exporters and converters want."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
