@@ -1,0 +1,110 @@
+"""--engine openvino (and auto on the CPU): torch's labels in fp32 and bf16, a cache that is reused and rebuilt
+when damaged, and torch where it does not apply."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from conftest import decode, run_cli, scene_frames, write_clip
+
+from streamseg.config import DType, Engine, ModelConfig
+from streamseg.models import openvino_engine
+from streamseg.models.segmenter import Segmenter
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMSEG_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "openvino"
+
+
+@pytest.mark.parametrize("dtype, precision", [("float32", "f32"), ("bfloat16", "bf16")])
+def test_openvino_gives_the_labels_torch_gives_in_fp32_and_bf16(dtype, precision, demo_model, cache):
+    if precision == "bf16" and not openvino_engine.native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    frames, _ = decode(demo_model.parent / "street.mp4")
+    torch_seg = Segmenter.load(ModelConfig(name=str(demo_model)))
+    ov_seg = Segmenter.load(ModelConfig(name=str(demo_model), engine=Engine.OPENVINO, dtype=dtype))
+    assert ov_seg.engine is Engine.OPENVINO and ov_seg.engine_text == f"openvino {precision}"
+    agree = []
+    for i in range(0, 40, 5):
+        for a, b in zip(torch_seg(frames[i:i + 5]), ov_seg(frames[i:i + 5])):
+            assert a.shape == b.shape == frames[0].shape[:2]
+            agree.append((a == b).mean())
+    assert min(agree) >= (0.999 if precision == "f32" else 0.99), agree
+    graphs = list(cache.glob("*.xml"))
+    assert len(graphs) == 1 and graphs[0].name.endswith("-256x256.xml") and graphs[0].with_suffix(".bin").exists()
+    assert not list(cache.glob("*.part"))
+
+
+def test_auto_is_openvino_on_the_cpu_with_bf16_where_native(tiny_model, cache):
+    seg = Segmenter.load(ModelConfig(name=str(tiny_model), engine="auto"))
+    assert seg.engine is Engine.OPENVINO
+    assert seg.engine_text == ("openvino bf16" if openvino_engine.native_bf16() else "openvino f32")
+    fp32 = Segmenter.load(ModelConfig(name=str(tiny_model), engine="auto", dtype=DType.FLOAT32))
+    assert fp32.engine_text == "openvino f32"
+    torch_seg = Segmenter.load(ModelConfig(name=str(tiny_model), engine="auto", compile=True))
+    assert torch_seg.engine is Engine.TORCH  # --compile is torch's
+
+
+def test_the_converted_model_is_reused_and_a_damaged_one_rebuilt(tiny_model, cache, monkeypatch, caplog):
+    frames = scene_frames(3)
+    first = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
+    labels = first(frames)
+    assert first.head._compiled.convert_seconds > 0
+    (graph,) = cache.glob("*.xml")
+    mtime = graph.stat().st_mtime_ns
+
+    def no_convert(*args, **kwargs):
+        raise AssertionError("converted again although the model is cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(openvino_engine, "convert", no_convert)
+        second = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
+        again = second(frames)
+    assert second.engine is Engine.OPENVINO and second.head._compiled.convert_seconds == 0
+    assert graph.stat().st_mtime_ns == mtime
+    assert all(np.array_equal(a, b) for a, b in zip(labels, again))
+
+    graph.write_text("<net>cut short")  # a damaged entry: converted again, with one warning, never fatal
+    third = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
+    with caplog.at_level(logging.WARNING, logger="streamseg"):
+        rebuilt = third(frames)
+    assert third.engine is Engine.OPENVINO and "is unreadable" in caplog.text and "converting it again" in caplog.text
+    assert all(np.array_equal(a, b) for a, b in zip(labels, rebuilt))
+
+
+def test_missing_openvino_falls_back_to_torch_and_auto_says_nothing(tiny_model, cache, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as if not installed
+    with caplog.at_level(logging.WARNING, logger="streamseg"):
+        explicit = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino"))
+    assert explicit.engine is Engine.TORCH
+    assert "openvino is not installed (pip install openvino); running the model in torch" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamseg"):
+        auto = Segmenter.load(ModelConfig(name=str(tiny_model), engine="auto"))
+    assert auto.engine is Engine.TORCH and auto.engine_text == "torch float32" and not caplog.text
+
+
+def test_instance_models_run_in_torch(tiny_mask2former, cache, caplog):
+    with caplog.at_level(logging.WARNING, logger="streamseg"):
+        auto = Segmenter.load(ModelConfig(name=str(tiny_mask2former), engine="auto"))
+    assert auto.engine is Engine.TORCH and not caplog.text  # auto: torch, quietly
+    with caplog.at_level(logging.WARNING, logger="streamseg"):
+        explicit = Segmenter.load(ModelConfig(name=str(tiny_mask2former), engine="openvino"))
+    assert explicit.engine is Engine.TORCH and "--engine openvino runs semantic models only" in caplog.text
+    assert not cache.exists()
+
+
+def test_cli_with_openvino_writes_every_frame_and_says_its_engine(tiny_model, tmp_path, cache):
+    clip = write_clip(tmp_path / "in.mp4", scene_frames(12), list(range(12)), Fraction(1, 25))
+    out = tmp_path / "out.mp4"
+    proc = run_cli(str(clip), "-o", str(out), "--model", str(tiny_model), "--engine", "openvino", "--dtype", "float32")
+    assert proc.returncode == 0, proc.stderr
+    assert len(decode(out)[0]) == 12
+    assert "engine openvino f32" in proc.stderr and "converted the model to OpenVINO" in proc.stderr
+    assert list(cache.glob("*.xml"))
