@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -200,7 +201,9 @@ def test_tcp_stream_in(tiny_model, tmp_path):
     server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-i", str(SAMPLE_CLIP), "-c", "copy",
                                "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"])
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 15  # ffmpeg listens once it has opened its input (slower on busy cores)
+        while f":{port:04X} 00000000:0000 0A" not in Path("/proc/net/tcp").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         out = tmp_path / "live.mp4"
         proc = run_cli(f"tcp://127.0.0.1:{port}", "-o", str(out), "--model", str(tiny_model), "--no-display", "--reconnect", "0",
                        timeout=60)
