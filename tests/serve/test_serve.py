@@ -257,11 +257,17 @@ def test_stats_never_show_a_password_and_the_token_is_printed_once_only_when_mad
     from conftest import write_clip
 
     clip = write_clip(tmp_path / "clip.mp4", scene_frames(20, 160, 96) * 40, list(range(800)), Fraction(1, 25))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *a: None
-    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def translate_path(self, path):  # /live: a stream (no file suffix), so it reconnects at its end and the
+            return str(clip)  # run lasts until SIGINT however fast or slow this machine is
+
+        def log_message(self, *args):
+            pass
+
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
     threading.Thread(target=files.serve_forever, daemon=True).start()
-    url = f"http://viewer:s3cretPW@127.0.0.1:{files.server_address[1]}/{clip.name}"
+    url = f"http://viewer:s3cretPW@127.0.0.1:{files.server_address[1]}/live"
     try:
         with cli_process(url, "--model", str(tiny_model), "--serve", "0.0.0.0:0", "--no-display", "-q", "-v",
                          "--batch-size", "1") as proc:
