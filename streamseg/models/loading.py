@@ -193,12 +193,19 @@ def load_family(config: ModelConfig) -> tuple[Loaded, torch.device, torch.dtype]
 # -- what the families share -----------------------------------------------------------------
 def _auto_model(ld: Loading, auto) -> torch.nn.Module:
     """The model through its Auto class, on its device and in its precision, with one-line errors."""
-    name = ld.name
+    from .timm_resnet import native_resnet
+
+    name, extra = ld.name, {}
+    native = native_resnet(ld.hf_config)
+    if native is not None:  # the Hub's DETR: a timm ResNet, run as transformers' own (no timm needed)
+        extra = {"config": native[0], "key_mapping": native[1]}
+        log.info("%s: its timm ResNet backbone runs as transformers' ResNet", name)
     try:
-        model = auto.from_pretrained(name, **ld.hub)
-    except ImportError as exc:  # e.g. timm for the Hub's DETR checkpoints, scipy for Mask2Former
+        model = auto.from_pretrained(name, **ld.hub, **extra)
+    except ImportError as exc:  # e.g. scipy for Mask2Former, timm for a backbone other than a plain ResNet
         text = short_message(exc)
-        hint = " (install it with: pip install 'streamseg[timm]')" if "timm" in text.lower() else ""
+        hint = (" (its backbone is a timm network other than a plain ResNet: install timm with a torchvision that "
+                "matches your torch)") if "timm" in text.lower() else ""
         raise ModelLoadError(f"model {name!r} needs a package that is not installed: {text[:160]}{hint}") from exc
     except ValueError as exc:
         raise _load_error(name, exc, ld.offline) from exc

@@ -57,15 +57,30 @@ def save_tiny_mask2former(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
-def save_tiny_detr_panoptic(folder: Path, *, seed: int = 0) -> Path:
-    """A real DetrForSegmentation with a native ResNet backbone (the Hub's use timm), random weights,
-    its class classifier scaled by 40 so that queries are confident (see save_tiny_mask2former)."""
+def save_tiny_detr_panoptic(folder: Path, *, seed: int = 0, resnet: str | None = None, timm_names: bool = False) -> Path:
+    """A real DetrForSegmentation with a native ResNet backbone, random weights, its class classifier scaled by
+    40 so that queries are confident (see save_tiny_mask2former).
+
+    ``resnet``: the backbone has the shapes of that timm ResNet (``resnet50``: the Hub's DETR) instead of a tiny
+    one. ``timm_names``: saved as the Hub's DETR checkpoints are, its config naming timm's ResNet
+    (``use_timm_backbone``) and the backbone's weights under timm's names (``conv1``, ``layer1.0.downsample.0``...).
+    """
+    import json
+
+    from safetensors.torch import load_file, save_file
     from transformers import DetrConfig, DetrForSegmentation, ResNetConfig
     from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
 
+    from streamseg.models.timm_resnet import RESNETS
+
     torch.manual_seed(seed)
-    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
-                            out_features=["stage1", "stage2", "stage3", "stage4"])
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    if resnet is None:
+        backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=stages)
+    else:
+        block, depths = RESNETS[resnet]
+        backbone = ResNetConfig(embedding_size=64, depths=depths, layer_type=block, out_features=stages,
+                                hidden_sizes=[64, 128, 256, 512] if block == "basic" else [256, 512, 1024, 2048])
     config = DetrConfig(use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False, d_model=32,
                         encoder_layers=1, decoder_layers=1, encoder_attention_heads=8, decoder_attention_heads=8,
                         encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=10, num_labels=5,
@@ -73,9 +88,34 @@ def save_tiny_detr_panoptic(folder: Path, *, seed: int = 0) -> Path:
     model = DetrForSegmentation(config).eval()
     with torch.no_grad():
         model.detr.class_labels_classifier.weight.mul_(40)
+        if resnet is not None:  # a big random backbone gives every query the same output: its first class wins
+            model.detr.class_labels_classifier.bias[0] += 10
     model.save_pretrained(folder)
     DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
+    if timm_names:
+        if resnet is None:
+            raise ValueError("timm_names needs resnet= (timm's ResNets have fixed shapes)")
+        weights = folder / "model.safetensors"
+        save_file({_timm_name(k): v for k, v in load_file(str(weights)).items()}, str(weights), metadata={"format": "pt"})
+        saved = json.loads((folder / "config.json").read_text())
+        saved.pop("backbone_config")  # as the Hub's config.json: the backbone named, timm's
+        saved.update(backbone=resnet, use_timm_backbone=True, use_pretrained_backbone=True, backbone_kwargs=None,
+                     dilation=False, num_channels=3)
+        (folder / "config.json").write_text(json.dumps(saved, indent=2))
     return folder
+
+
+def _timm_name(key: str) -> str:
+    """transformers' ResNet weight name -> timm's, inside DETR's checkpoint."""
+    import re
+
+    key = re.sub(r"conv_encoder\.model\.embedder\.embedder\.convolution\.", "conv_encoder.model.conv1.", key)
+    key = re.sub(r"conv_encoder\.model\.embedder\.embedder\.normalization\.", "conv_encoder.model.bn1.", key)
+    key = re.sub(r"encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.(convolution|normalization)\.",
+                 lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.{0 if m[3] == 'convolution' else 1}.", key)
+    return re.sub(r"encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\.(convolution|normalization)\.",
+                  lambda m: f"layer{int(m[1]) + 1}.{m[2]}.{'conv' if m[4] == 'convolution' else 'bn'}{int(m[3]) + 1}.",
+                  key)
 
 
 def save_tiny_oneformer(folder: Path, *, seed: int = 0) -> Path:

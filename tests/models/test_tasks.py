@@ -175,21 +175,48 @@ def test_oneformer_instance_without_class_info_is_refused(tiny_oneformer):
         Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task="instance"))
 
 
-def test_a_detr_checkpoint_with_a_timm_backbone_says_how_to_get_timm(tmp_path):
+def test_the_hubs_detr_with_a_timm_resnet_loads_without_timm_and_equals_the_native_model(tmp_path):
+    """The seed's model (facebook/detr-resnet-50-panoptic) names timm's resnet50: the same random weights saved
+    under timm's names with that config, and natively, give the same weights, raw masks and segments."""
     import importlib.util
 
-    if importlib.util.find_spec("timm") is not None:
-        pytest.skip("timm is installed here")
+    import torch
+
+    from streamseg.testing.models import save_tiny_detr_panoptic
+
+    assert importlib.util.find_spec("timm") is None  # the point: no timm on a plain install
+    native = save_tiny_detr_panoptic(tmp_path / "native", resnet="resnet50")
+    timm = save_tiny_detr_panoptic(tmp_path / "timm", resnet="resnet50", timm_names=True)
+    config = (timm / "config.json").read_text()
+    assert '"use_timm_backbone": true' in config and '"backbone": "resnet50"' in config
+    assert "layer3.5.downsample" not in config
+    image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB").resize((160, 96)))
+    heads, results = [], []
+    for folder in (native, timm):
+        seg = Segmenter.load(ModelConfig(name=str(folder), device="cpu", task="panoptic"))
+        heads.append(seg.head.model)
+        results.append(seg.segment([Frame(index=0, image=image)])[0])
+    a, b = (m.state_dict() for m in heads)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # every backbone weight found
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(heads[0](pixel_values=x).pred_masks, heads[1](pixel_values=x).pred_masks)
+    assert len(results[0].segments()) >= 2
+    assert np.array_equal(results[0].segment_map, results[1].segment_map)
+    assert [(s.label, s.area) for s in results[0].segments()] == [(s.label, s.area) for s in results[1].segments()]
+
+
+def test_a_detr_with_a_timm_backbone_other_than_a_resnet_says_it_needs_timm(tmp_path):
     import torch
     from safetensors.torch import save_file
     from transformers import DetrConfig
     from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
 
-    DetrConfig(num_labels=3).save_pretrained(tmp_path)  # use_timm_backbone=True, as the Hub's DETR checkpoints
+    DetrConfig(num_labels=3, backbone="efficientnet_b0").save_pretrained(tmp_path)  # use_timm_backbone=True
     DetrImageProcessorPil().save_pretrained(tmp_path)
     save_file({"unused": torch.zeros(1)}, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ModelLoadError, match=r"needs a package that is not installed: TimmBackbone requires the timm "
-                                             r"library.*pip install 'streamseg\[timm\]'"):
+                                             r"library.*other than a plain ResNet"):
         Segmenter.load(ModelConfig(name=str(tmp_path), device="cpu"))
 
 
