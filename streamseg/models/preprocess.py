@@ -140,7 +140,7 @@ class Preprocessor:
 
     def prepare(self, uploads: Sequence[torch.Tensor]) -> torch.Tensor:
         """Uploaded uint8 runs (:meth:`upload`) -> the normalised ``(B, 3, h, w)`` batch in the model's dtype."""
-        groups = [self._resize(x.permute(0, 3, 1, 2).float()) for x in uploads]
+        groups = [self._resize(x.permute(0, 3, 1, 2)) for x in uploads]
         if len({g.shape[-2:] for g in groups}) > 1:  # frames of different sizes: pad to the largest, as the processors do
             h = max(g.shape[-2] for g in groups)
             w = max(g.shape[-1] for g in groups)
@@ -152,16 +152,21 @@ class Preprocessor:
         return x.to(self.dtype).contiguous()
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` (a channels-last view of the uploaded frames) -> float32, resized and cropped."""
         spec = self.spec
         h, w = x.shape[-2:]
         if spec.do_resize:
             th, tw = spec.output_size(h, w)
             if (th, tw) != (h, w):
                 if spec.resample == "nearest":
-                    x = F.interpolate(x, size=(th, tw), mode="nearest")
-                else:  # PIL antialiases when it shrinks; so does this
+                    x = F.interpolate(x.float(), size=(th, tw), mode="nearest")
+                elif x.device.type == "cpu":  # PIL resizes in uint8, antialiased: so does torch's uint8 kernel on
+                    # channels-last input, 13x faster than in float32 (0.4 vs 5.5 ms a 720p frame on 2 cores)
                     x = F.interpolate(x, size=(th, tw), mode=spec.resample, align_corners=False, antialias=True)
-                    x = x.round_().clamp_(0, 255)  # PIL resizes in uint8
+                else:  # the same in float32, rounded as PIL does
+                    x = F.interpolate(x.float(), size=(th, tw), mode=spec.resample, align_corners=False, antialias=True)
+                    x = x.round_().clamp_(0, 255)
+        x = x.float()
         if spec.crop_size:
             ch, cw = spec.crop_size["height"], spec.crop_size["width"]
             h, w = x.shape[-2:]

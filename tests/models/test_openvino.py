@@ -108,3 +108,33 @@ def test_cli_with_openvino_writes_every_frame_and_says_its_engine(tiny_model, tm
     assert len(decode(out)[0]) == 12
     assert "engine openvino f32" in proc.stderr and "converted the model to OpenVINO" in proc.stderr
     assert list(cache.glob("*.xml"))
+
+
+def test_the_forward_follows_the_thread_count_the_tuner_sets(tiny_model, cache):
+    import torch
+
+    seg = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
+    frames = scene_frames(2)
+    before = torch.get_num_threads()
+    try:
+        seen = {}
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            seen[n] = seg(frames)
+            compiled = seg.head._compiled.compiled(64, 64)
+            assert compiled.get_property("INFERENCE_NUM_THREADS") == n
+    finally:
+        torch.set_num_threads(before)
+    assert all(np.array_equal(a, b) for a, b in zip(seen[1], seen[2]))
+
+
+def test_a_damaged_compiled_blob_is_compiled_again(tiny_model, cache):
+    frames = scene_frames(2)
+    labels = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))(frames)
+    blobs = [p for p in (cache / "compiled").rglob("*") if p.is_file()]
+    assert blobs  # later starts compile from OpenVINO's blob cache
+    for blob in blobs:
+        blob.write_bytes(b"\0garbage" * 10)
+    again = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
+    assert all(np.array_equal(a, b) for a, b in zip(labels, again(frames)))
+    assert again.engine is Engine.OPENVINO
