@@ -103,9 +103,11 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def run_benchmark(*, model: ModelConfig, generate_model: bool, video: Path | None, frames: int, naive_frames: int,
-                  batch_size: int, repeats: int, out_dir: Path | None, loaded_rows: bool = True) -> dict:
+                  batch_size: int, repeats: int, out_dir: Path | None, loaded_rows: bool = True,
+                  engines: tuple[str, ...] = ()) -> dict:
     """Every row and ratio for ``model`` (or, with ``generate_model``, SegFormer-B0's architecture with random
-    weights and ``model``'s other settings) on ``video`` (or a generated 720p clip)."""
+    weights and ``model``'s other settings) on ``video`` (or a generated 720p clip); and for each of ``engines``
+    (``ENGINE:DTYPE``, e.g. ``openvino:bfloat16``) its own rows (see :func:`_engine_rows`)."""
     import torch
 
     from streamseg.app import Run
@@ -217,6 +219,11 @@ def run_benchmark(*, model: ModelConfig, generate_model: bool, video: Path | Non
     rows = results["rows"]
     forward_gflops = flops_per_frame * rows["forward"] / 1e9
     mm = matmul_gflops()
+    engine_ratios = {}
+    for choice in engines:
+        engine_ratios.update(_engine_rows(choice, model=model, video=video, images=images, batch_size=batch_size,
+                                          repeats=repeats, loaded_rows=loaded_rows, work=work, rows=rows,
+                                          flops_per_frame=flops_per_frame, matmul=mm))
     stages = {k: rows[k] for k in ("decode", "inference", "render", "encode")}
     slowest = min(stages, key=stages.get)
     results.update({
@@ -230,6 +237,7 @@ def run_benchmark(*, model: ModelConfig, generate_model: bool, video: Path | Non
                 "e2e loaded (library threads) / e2e idle (library threads)":
                     rows["e2e loaded (library threads)"] / rows["e2e idle (library threads)"]}
                if loaded_rows else {}),
+            **engine_ratios,
         },
         "forward_gflops": forward_gflops,
         "matmul_gflops": mm,
@@ -253,6 +261,89 @@ def run_benchmark(*, model: ModelConfig, generate_model: bool, video: Path | Non
         (out_dir / name).write_text(json.dumps(results, indent=2) + "\n")
         results["written_to"] = str(out_dir / name)
     return results
+
+
+def _engine_rows(choice: str, *, model: ModelConfig, video: Path, images: list[np.ndarray], batch_size: int,
+                 repeats: int, loaded_rows: bool, work: Path, rows: dict, flops_per_frame: float,
+                 matmul: float) -> dict:
+    """Rows for one engine and precision (``ENGINE:DTYPE``), each named ``ROW [ENGINE PRECISION]``, added to
+    ``rows``; returns its ratios:
+
+    * forward: the model alone on pre-processed batches; streamseg: the whole path in this process;
+    * command: ``streamseg VIDEO -o OUT`` as a user types it, frames / the command's wall time, start-up
+      included (the converted model already cached: a first command converts it); command loaded: the same
+      beside a busy process; start-up (seconds, not frames/s): the command's wall time less its pipeline's.
+    """
+    import re
+    import subprocess
+    import sys
+
+    import torch
+
+    from streamseg.app import Run
+    from streamseg.config import OutputConfig, RunConfig
+    from streamseg.models.segmenter import Segmenter
+
+    engine, _, dtype = choice.partition(":")
+    config = dataclasses.replace(model, engine=engine, dtype=dtype or "auto")
+    seg = Segmenter.load(config)
+    tag = f"[{seg.engine_text}]"
+    batches = [seg.preprocess(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+
+    def forward() -> int:
+        for b in batches:
+            seg.forward(b)
+        if seg.device.type == "cuda":
+            torch.cuda.synchronize()
+        return len(images)
+
+    rows[f"forward {tag}"] = _median_rate(forward, repeats)[0]
+    fps: list[float] = []
+
+    def streamseg_run() -> int:
+        run_config = RunConfig(sources=(str(video),), model=config, batch_size=batch_size,
+                               outputs=OutputConfig(output=work / "engine.mp4"))
+        with Run(run_config) as run:
+            report = run.run()
+        fps.append(report.total.fps)
+        return report.total.frames_written
+
+    _median_rate(streamseg_run, repeats)
+    rows[f"streamseg {tag}"] = statistics.median(fps[1:] or fps)
+    ratios = {f"streamseg/forward {tag}": rows[f"streamseg {tag}"] / rows[f"forward {tag}"],
+              f"forward GFLOP/s / matmul GFLOP/s {tag}": flops_per_frame * rows[f"forward {tag}"] / 1e9 / matmul}
+    if not loaded_rows:
+        return ratios
+    argv = [sys.executable, "-m", "streamseg", str(video), "-o", str(work / "command.mp4"), "--model", model.name,
+            "--engine", engine, "--dtype", dtype or "auto", "--batch-size", str(batch_size), "--device",
+            model.device, "-q"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for loaded in (False, True):
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if loaded else None
+        rates, startups = [], []
+        try:
+            for i in range(repeats + (0 if loaded else 1)):  # idle: a first command converts and caches
+                t0 = time.perf_counter()
+                proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+                wall = time.perf_counter() - t0
+                found = re.search(r"frames read \d+, written (\d+).*?; [\d.]+ fps over ([\d.]+) s", proc.stderr)
+                if proc.returncode != 0 or not found:
+                    raise RuntimeError(f"streamseg failed in the benchmark: {proc.stderr.strip()[-300:]}")
+                if loaded or i > 0:
+                    rates.append(int(found.group(1)) / wall)
+                    startups.append(wall - float(found.group(2)))
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+        rows[f"command {'loaded ' if loaded else ''}{tag}"] = statistics.median(rates)
+        if not loaded:
+            rows[f"start-up seconds {tag}"] = statistics.median(startups)
+    ratios.update({
+        f"command/naive {tag}": rows[f"command {tag}"] / rows["naive"],
+        f"command loaded / command {tag}": rows[f"command loaded {tag}"] / rows[f"command {tag}"],
+    })
+    return ratios
 
 
 def _cli_fps(argv: list[str], repeats: int, *, loaded: bool) -> float:

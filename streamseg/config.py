@@ -141,7 +141,7 @@ class ModelConfig:
     overlap_threshold: float = 0.5  # drop a segment when less than this share of its mask survives overlaps
     smooth: float = 0.0  # semantic: weight of the past in an moving average of class probabilities (0: off)
     compile: bool = False  # torch.compile the model (slow first batch; faster after)
-    engine: Engine = Engine.TORCH
+    engine: Engine = Engine.AUTO
     size: int | tuple[int, int] | None = None  # inference resolution: shortest edge, or (width, height); None: the model's
     infer_every: int = 1  # run the model on every Nth frame of a source; the frames between reuse its labels
     track_buffer: int = 30  # instance/panoptic: frames a track outlives its last match (then its id is retired)

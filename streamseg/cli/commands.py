@@ -214,7 +214,8 @@ def _bench(args: argparse.Namespace) -> int:
     model = model_config(args, name=args.model or "generated: SegFormer-B0, random weights")
     results = bench.run_benchmark(model=model, generate_model=args.model is None, video=args.video,
                                   frames=args.frames, naive_frames=args.naive_frames, batch_size=args.batch_size,
-                                  repeats=args.repeats, out_dir=args.out, loaded_rows=not args.no_loaded)
+                                  repeats=args.repeats, out_dir=args.out, loaded_rows=not args.no_loaded,
+                                  engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()))
     print(bench.format_table(results))
     if "written_to" in results:
         print(f"results: {results['written_to']}")

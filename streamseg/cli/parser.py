@@ -102,11 +102,12 @@ def add_model_args(p: argparse.ArgumentParser, *, default_model: str | None = DE
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model: the first batch takes long (about 40 s for SegFormer-B0 on 2 CPU "
                         "cores), later ones run faster; semantic models")
-    g.add_argument("--engine", default="torch", choices=[e.value for e in Engine],
-                   help="what runs the forward of semantic models: torch (default), openvino (converted once and "
-                        "cached, on the CPU; bf16 with --dtype auto where the CPU has native bf16), onnxruntime "
-                        "(exported to ONNX once and cached; pip install 'streamseg[onnx]'), or auto (openvino on "
-                        "the CPU, torch on CUDA); the compiled engines fall back to torch with a warning")
+    g.add_argument("--engine", default="auto", choices=[e.value for e in Engine],
+                   help="what runs the forward of semantic models: auto (default: openvino on the CPU, torch on "
+                        "CUDA, with --compile and for instance/panoptic models), torch, openvino (converted once "
+                        "and cached; bf16 with --dtype auto where the CPU has native bf16), or onnxruntime "
+                        "(exported to ONNX once and cached; pip install 'streamseg[onnx]'); the compiled engines "
+                        "fall back to torch with a warning")
     g.add_argument("--size", type=_size, metavar="S|WxH",
                    help="inference resolution instead of the model's own: S scales the shortest edge to S "
                         "(aspect kept), WxH resizes to exactly that (for fixed-size models); labels and output "
@@ -298,6 +299,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                    help="skip the rows run as separate commands, alone and beside a busy process")
     g.add_argument("--out", type=Path, default=Path("benchmarks/results"), metavar="DIR",
                    help="folder for the JSON results (default: benchmarks/results)")
+    g.add_argument("--engines", default="torch:float32,openvino:float32,openvino:auto", metavar="LIST",
+                   help="rows per engine and precision, ENGINE:DTYPE comma-separated (default: "
+                        "torch:float32,openvino:float32,openvino:auto, auto being bf16 where the CPU has it; "
+                        "'' for none): forward, the whole path, the command with its start-up, alone and beside "
+                        "a busy process")
 
 
 _BENCH_MODEL = dict(default_model=None, default_batch=8)  # a generated SegFormer-B0 unless --model, batch 8

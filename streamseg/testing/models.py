@@ -71,14 +71,12 @@ def save_tiny_detr_panoptic(folder: Path, *, seed: int = 0, resnet: str | None =
     from transformers import DetrConfig, DetrForSegmentation, ResNetConfig
     from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
 
-    from streamseg.models.timm_resnet import RESNETS
-
     torch.manual_seed(seed)
     stages = ["stage1", "stage2", "stage3", "stage4"]
     if resnet is None:
         backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=stages)
     else:
-        block, depths = RESNETS[resnet]
+        block, depths = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet50": ("bottleneck", [3, 4, 6, 3])}[resnet]
         backbone = ResNetConfig(embedding_size=64, depths=depths, layer_type=block, out_features=stages,
                                 hidden_sizes=[64, 128, 256, 512] if block == "basic" else [256, 512, 1024, 2048])
     config = DetrConfig(use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False, d_model=32,

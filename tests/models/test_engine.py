@@ -25,7 +25,7 @@ def cache(tmp_path, monkeypatch):
 
 def test_onnxruntime_gives_the_labels_torch_gives(demo_model, cache):
     frames, _ = decode(demo_model.parent / "street.mp4")
-    torch_seg = Segmenter.load(ModelConfig(name=str(demo_model)))
+    torch_seg = Segmenter.load(ModelConfig(name=str(demo_model), engine="torch"))
     onnx_seg = Segmenter.load(ModelConfig(name=str(demo_model), engine=Engine.ONNXRUNTIME))
     assert onnx_seg.engine is Engine.ONNXRUNTIME
     agree = []
@@ -64,7 +64,7 @@ def test_missing_onnxruntime_falls_back_to_torch(tiny_model, cache, monkeypatch,
         seg = Segmenter.load(ModelConfig(name=str(tiny_model), engine="onnxruntime"))
     assert seg.engine is Engine.TORCH
     assert "onnxruntime is not installed (pip install 'streamseg[onnx]'); running the model in torch" in caplog.text
-    reference = Segmenter.load(ModelConfig(name=str(tiny_model)))
+    reference = Segmenter.load(ModelConfig(name=str(tiny_model), engine="torch"))
     frames = scene_frames(2)
     assert all(np.array_equal(a, b) for a, b in zip(seg(frames), reference(frames)))
 
@@ -79,7 +79,7 @@ def test_a_broken_graph_falls_back_to_torch_mid_run(tiny_model, cache, caplog):
         labels = seg(frames)
     assert seg.engine is Engine.TORCH
     assert "ONNX export or session failed" in caplog.text and "running the model in torch" in caplog.text
-    reference = Segmenter.load(ModelConfig(name=str(tiny_model)))
+    reference = Segmenter.load(ModelConfig(name=str(tiny_model), engine="torch"))
     assert all(np.array_equal(a, b) for a, b in zip(labels, reference(frames)))
 
 

@@ -152,8 +152,8 @@ def test_the_encoder_flag_is_checked_and_reaches_the_file(tiny_model, tmp_path):
 def test_half_precision_labels_agree_with_float32_on_the_demo_model(demo_model, dtype):
     """The fp16/bf16 code path (cast on the device, labels from half logits) run on the CPU."""
     frames = [Frame(image=scene(seed=900 + k, width=320, height=180)[0], index=k) for k in range(3)]
-    full = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu"))
-    half = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", dtype=dtype))
+    full = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", engine="torch"))
+    half = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", dtype=dtype, engine="torch"))
     assert next(half.eager_model.parameters()).dtype == {DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}[dtype]
     assert half.preprocess([frames[0].image]).dtype == next(half.eager_model.parameters()).dtype
     for a, b in zip(full.segment(frames), half.segment(frames)):

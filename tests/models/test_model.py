@@ -148,7 +148,7 @@ def test_shortest_edge_and_dpt_sizes():
 
 def test_float16_model_on_cpu_still_gives_label_maps(tmp_path):
     folder = save_tiny_segformer(tmp_path, num_labels=3)
-    seg = Segmenter.load(ModelConfig(name=str(folder), device="cpu", dtype=DType.BFLOAT16))
+    seg = Segmenter.load(ModelConfig(name=str(folder), device="cpu", dtype=DType.BFLOAT16, engine="torch"))
     assert next(seg.model.parameters()).dtype is torch.bfloat16
     (m,) = seg([np.zeros((20, 30, 3), np.uint8)])
     assert m.shape == (20, 30) and m.max() < 3
@@ -180,7 +180,7 @@ def test_compiled_model_gives_the_same_labels_as_eager(demo_model):
     """--compile is a fast path: it must not change a single label, short last batch included."""
     images, _ = decode(SAMPLE_CLIP)
     images = images[:7]
-    eager = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu"))
+    eager = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", engine="torch"))
     compiled = Segmenter.load(ModelConfig(name=str(demo_model), device="cpu", compile=True))
     expected = eager(images[:4]) + eager(images[4:])
     got = compiled(images[:4]) + compiled(images[4:])  # the second batch (3 frames) is padded to 4

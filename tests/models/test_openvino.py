@@ -27,7 +27,7 @@ def test_openvino_gives_the_labels_torch_gives_in_fp32_and_bf16(dtype, precision
     if precision == "bf16" and not openvino_engine.native_bf16():
         pytest.skip("this CPU has no native bf16")
     frames, _ = decode(demo_model.parent / "street.mp4")
-    torch_seg = Segmenter.load(ModelConfig(name=str(demo_model)))
+    torch_seg = Segmenter.load(ModelConfig(name=str(demo_model), engine="torch"))
     ov_seg = Segmenter.load(ModelConfig(name=str(demo_model), engine=Engine.OPENVINO, dtype=dtype))
     assert ov_seg.engine is Engine.OPENVINO and ov_seg.engine_text == f"openvino {precision}"
     agree = []
