@@ -35,6 +35,26 @@ def model_key(model: torch.nn.Module, *extra: str) -> str:
     return h.hexdigest()
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json")
+
+
+def files_key(folder: Path, *extra: str) -> str:
+    """A hash naming a converted graph by the model's files instead of its loaded weights, so that a cached graph is
+    found before (and without) loading the model: ``config.json``'s text, every weights file's name, size and
+    modification time, the converting versions and ``extra``."""
+    import transformers
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"files|{torch.__version__}|{transformers.__version__}|{'|'.join(extra)}".encode())
+    for path in sorted(folder.iterdir()):
+        if path.name == "config.json":
+            h.update(path.read_bytes())
+        elif path.suffix in WEIGHT_SUFFIXES and path.is_file():
+            stat = path.stat()
+            h.update(f"|{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 class Logits(torch.nn.Module):
     """The model with a plain tensor in and the logits out, as exporters and converters want."""
 

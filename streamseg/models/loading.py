@@ -101,17 +101,99 @@ def _load_points(ld: Loading) -> Loaded:
 
 
 def _load_semantic(ld: Loading) -> Loaded:
-    from transformers import AutoModelForSemanticSegmentation
-
     from .heads.semantic import SemanticHead
 
-    model, processor = _auto_model(ld, AutoModelForSemanticSegmentation), _processor(ld)
+    processor = _segformer_processor(ld) or _processor(ld)
+    spec = _spec(ld, processor)
     task = _task(ld, [Task.SEMANTIC])
+
+    def load() -> torch.nn.Module:
+        from transformers import AutoModelForSemanticSegmentation
+
+        return _auto_model(ld, AutoModelForSemanticSegmentation)
+
+    key = _openvino_files_key(ld)
+    model = None if key is not None and _openvino_cached(key, spec) else load()
     id2label, num_labels = _labels(ld, model)
     head = SemanticHead(model, id2label=id2label, num_labels=num_labels, name=ld.config.name,
                         smooth=ld.config.smooth, compile=ld.config.compile, engine=ld.engine,
-                        precision=ld.precision)
-    return Loaded(head, _spec(ld, processor), id2label, num_labels, task.value)
+                        precision=ld.precision, loader=load, files_key=key)
+    return Loaded(head, spec, id2label, num_labels, task.value)
+
+
+def _model_folder(ld: Loading) -> Path | None:
+    """The folder that holds the model's files: the local folder, or the Hub's cached snapshot; None if unknown."""
+    folder = Path(ld.name)
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(ld.name, "config.json")
+    except Exception:  # noqa: BLE001 - not a repo id, no cache
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+_SEGFORMER_PROCESSORS = frozenset({"SegformerImageProcessor", "SegformerImageProcessorFast", "SegformerImageProcessorPil",
+                                   "SegformerFeatureExtractor"})
+
+
+def _segformer_processor(ld: Loading) -> object | None:
+    """SegFormer's image processor settings read from its ``preprocessor_config.json`` as transformers reads them
+    (an integer size is a square; the rest defaults as SegformerImageProcessor does): importing transformers'
+    processors takes 2 s of a 2-core machine's start-up. None for any other processor (then transformers reads it)."""
+    import json
+    from types import SimpleNamespace
+
+    folder = _model_folder(ld)
+    try:
+        data = json.loads((folder / "preprocessor_config.json").read_text()) if folder else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or (data.get("image_processor_type") or data.get("feature_extractor_type")) \
+            not in _SEGFORMER_PROCESSORS:
+        return None
+    size = data.get("size", {"height": 512, "width": 512})
+    if isinstance(size, int):
+        size = {"height": size, "width": size}
+    if not (isinstance(size, dict) and set(size) == {"height", "width"}):
+        return None
+    return SimpleNamespace(size=size, resample=data.get("resample", 2), do_resize=data.get("do_resize", True),
+                           do_rescale=data.get("do_rescale", True),
+                           rescale_factor=data.get("rescale_factor", 1 / 255),
+                           do_normalize=data.get("do_normalize", True),
+                           image_mean=data.get("image_mean", [0.485, 0.456, 0.406]),
+                           image_std=data.get("image_std", [0.229, 0.224, 0.225]))
+
+
+def _openvino_files_key(ld: Loading) -> str | None:
+    """For the openvino engine, the key of the model's files (a local folder, or the Hub's cached snapshot), so
+    that its converted graph is found without loading the model; None when they cannot be found."""
+    if ld.engine is not Engine.OPENVINO:
+        return None
+    from .engine_cache import files_key
+
+    folder = _model_folder(ld)
+    if folder is None:
+        return None
+    try:
+        import openvino
+
+        return files_key(folder, f"openvino {openvino.__version__}")
+    except (OSError, ImportError):
+        return None
+
+
+def _openvino_cached(key: str, spec: PreprocessSpec) -> bool:
+    """Whether the graph for a fixed-size model's input is in the cache (then the model need not be loaded)."""
+    size = spec.size
+    if not (size.get("height") and size.get("width")) or spec.keep_aspect_ratio or spec.crop_size:
+        return False  # the input size follows the source's: known at the first frame only
+    from .engine_cache import cache_dir
+
+    height, width = spec.output_size(int(size["height"]), int(size["width"]))
+    return (cache_dir("openvino") / f"{key}-{height}x{width}.xml").is_file()
 
 
 def _load_universal(ld: Loading) -> Loaded:
@@ -241,9 +323,10 @@ def _task(ld: Loading, tasks: list[Task]) -> Task:
     return task
 
 
-def _labels(ld: Loading, model: torch.nn.Module) -> tuple[dict[int, str], int]:
+def _labels(ld: Loading, model: torch.nn.Module | None) -> tuple[dict[int, str], int]:
     id2label = {int(k): str(v) for k, v in (getattr(ld.hf_config, "id2label", None) or {}).items()}
-    return id2label, max(len(id2label), int(getattr(model.config, "num_labels", 0) or 0))
+    config = ld.hf_config if model is None else model.config
+    return id2label, max(len(id2label), int(getattr(config, "num_labels", 0) or 0))
 
 
 def resolve_device(name: str) -> torch.device:

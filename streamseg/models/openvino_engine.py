@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -91,22 +92,27 @@ class OpenVinoForward:
     ``precision`` (``"bf16"`` or ``"f32"``). One compiled model per input size, made on first use from the
     cached IR (converted when missing or unreadable)."""
 
-    def __init__(self, model: torch.nn.Module, *, precision: str = "f32", threads: int | None = None,
-                 cache: Path | None = None) -> None:
+    def __init__(self, model: torch.nn.Module | None = None, *, precision: str = "f32", threads: int | None = None,
+                 cache: Path | None = None, loader: Callable[[], torch.nn.Module] | None = None,
+                 key: str | None = None) -> None:
         reason = available()
         if reason:
             raise EngineUnavailable(reason)
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: expected one of {PRECISIONS}")
-        if next(model.parameters()).dtype != torch.float32 or next(model.parameters()).device.type != "cpu":
+        if model is None and (loader is None or key is None):
+            raise ValueError("give the model, or a loader and the key of its files (engine_cache.files_key)")
+        if model is not None and (next(model.parameters()).dtype != torch.float32
+                                  or next(model.parameters()).device.type != "cpu"):
             raise EngineUnavailable("the openvino engine runs float32 models on the CPU")
         import openvino as ov
 
         self.precision = precision
         self._model = model
+        self._loader = loader  # called only to convert: a cached graph runs without loading the model at all
         self._threads = threads  # None: torch's count at each call, so the thread tuner's choice holds here too
         self._cache = cache or cache_dir("openvino")
-        self._key = model_key(model, f"openvino {ov.__version__}")
+        self._key = key or model_key(model, f"openvino {ov.__version__}")
         self._compiled: dict[tuple[int, int, int], object] = {}
         self.convert_seconds = 0.0  # spent converting this run (0: every size came from the cache)
 
@@ -116,6 +122,8 @@ class OpenVinoForward:
     def _convert(self, height: int, width: int) -> None:
         path = self.graph_path(height, width)
         started = time.monotonic()
+        if self._model is None:
+            self._model = self._loader()
         convert(self._model, path, height, width)
         took = time.monotonic() - started
         self.convert_seconds += took

@@ -225,3 +225,29 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_model, caplog):
     seg.forward = lambda pixel_values: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
     with pytest.raises(StreamsegError, match="out of memory on cpu even with one frame per batch"):
         seg.segment(frames[:1])
+
+
+@pytest.mark.parametrize("saved", ["as saved", "int size", "defaults"])
+def test_segformers_processor_read_from_its_json_is_what_transformers_reads(demo_model, tmp_path, saved):
+    """SegFormer's processor settings are read from the JSON (transformers' processors cost 2 s to import)."""
+    import json
+    import shutil
+
+    from transformers import AutoImageProcessor
+
+    from streamseg.models import loading
+
+    model = shutil.copytree(demo_model, tmp_path / "model")
+    config = json.loads((model / "preprocessor_config.json").read_text())
+    if saved == "int size":  # as the Hub's nvidia/segformer-* files say it
+        config.update(size=320, feature_extractor_type="SegformerFeatureExtractor", image_mean=[0.5, 0.4, 0.3])
+        del config["image_processor_type"]
+    elif saved == "defaults":
+        config = {"image_processor_type": "SegformerImageProcessor"}
+    (model / "preprocessor_config.json").write_text(json.dumps(config))
+    ld = loading.Loading(str(model), {}, ModelConfig(name=str(model)), None, "segformer", torch.device("cpu"),
+                         torch.float32, None)
+    ours = loading._segformer_processor(ld)
+    assert ours is not None
+    assert PreprocessSpec.from_processor(ours) == PreprocessSpec.from_processor(AutoImageProcessor.from_pretrained(model))
+    assert PreprocessSpec.from_processor(ours).size["height"] == {"as saved": 256, "int size": 320, "defaults": 512}[saved]

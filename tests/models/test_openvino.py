@@ -138,3 +138,34 @@ def test_a_damaged_compiled_blob_is_compiled_again(tiny_model, cache):
     again = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
     assert all(np.array_equal(a, b) for a, b in zip(labels, again(frames)))
     assert again.engine is Engine.OPENVINO
+
+
+def test_a_cached_graph_runs_without_loading_the_torch_model_and_new_weights_are_converted(tiny_model, tmp_path,
+                                                                                           cache, monkeypatch):
+    import os
+    import shutil
+
+    from transformers import AutoModelForSemanticSegmentation
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    frames = scene_frames(3)
+    first = Segmenter.load(ModelConfig(name=str(model), engine="openvino", dtype="float32"))
+    labels = first(frames)
+    assert first.head._compiled.convert_seconds > 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch model was loaded although its graph is cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(AutoModelForSemanticSegmentation, "from_pretrained", refuse)
+        second = Segmenter.load(ModelConfig(name=str(model), engine="openvino", dtype="float32"))
+        assert second.head._eager is None
+        assert all(np.array_equal(a, b) for a, b in zip(labels, second(frames)))
+        assert second.engine_text == "openvino f32" and second.head._eager is None
+
+    weights = model / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # new weights: a new key, converted again
+    third = Segmenter.load(ModelConfig(name=str(model), engine="openvino", dtype="float32"))
+    assert all(np.array_equal(a, b) for a, b in zip(labels, third(frames)))
+    assert third.head._compiled.convert_seconds > 0 and len(list(cache.glob("*.xml"))) == 2

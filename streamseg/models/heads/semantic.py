@@ -9,7 +9,7 @@ low-resolution logits into a class id per source pixel on the device
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,11 +30,19 @@ class SemanticHead(HeadBase):
     task = Task.SEMANTIC
     draws_on_device = True  # results() blends each frame's style on the device when given a blender
 
-    def __init__(self, model: torch.nn.Module, *, id2label: Mapping[int, str], num_labels: int, name: str = "",
+    def __init__(self, model: torch.nn.Module | None, *, id2label: Mapping[int, str], num_labels: int, name: str = "",
                  smooth: float = 0.0, compile: bool = False, engine: Engine = Engine.TORCH,
-                 precision: str = "f32") -> None:
-        self.model = model
-        self.eager_model = model  # what runs if the compiled graph or the ONNX engine fails
+                 precision: str = "f32", loader: Callable[[], torch.nn.Module] | None = None,
+                 files_key: str | None = None) -> None:
+        """``model``: the loaded model; or None with ``loader`` (which loads it) and ``files_key`` (the key of its
+        files, :func:`~streamseg.models.engine_cache.files_key`): then the openvino engine runs its cached graph
+        and the model is loaded only if something needs it (a conversion, a fall back to torch)."""
+        if model is None and (loader is None or files_key is None or engine is not Engine.OPENVINO or compile):
+            raise ValueError("a model loaded later needs a loader, its files' key and the openvino engine")
+        self._eager = model
+        self._loader = loader
+        self._files_key = files_key
+        self._torch_run: torch.nn.Module | None = None  # torch.compile's module; None: the eager model runs
         self.id2label = dict(id2label)
         self.num_labels = num_labels
         self.name = name
@@ -45,9 +53,22 @@ class SemanticHead(HeadBase):
         if compile:
             # On CUDA, "reduce-overhead" also records CUDA graphs for each (fixed) batch shape: one launch per forward.
             self._graphed = next(model.parameters()).device.type == "cuda"
-            self.model = torch.compile(model, dynamic=False, mode="reduce-overhead" if self._graphed else None)
+            self._torch_run = torch.compile(model, dynamic=False, mode="reduce-overhead" if self._graphed else None)
         self._engine = Engine(engine)
         self._compiled = self._compiled_forward(self._engine, precision)  # None: torch runs it
+
+    @property
+    def eager_model(self) -> torch.nn.Module:
+        """The loaded torch model itself (loaded now if it was left for later); what runs if a compiled engine
+        fails."""
+        if self._eager is None:
+            self._eager = self._loader()
+        return self._eager
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """What runs the forward in torch: ``torch.compile``'s module, or the eager model."""
+        return self._torch_run if self._torch_run is not None else self.eager_model
 
     @property
     def engine(self) -> Engine:
@@ -71,7 +92,9 @@ class SemanticHead(HeadBase):
             if engine is Engine.OPENVINO:
                 from streamseg.models.openvino_engine import OpenVinoForward
 
-                return OpenVinoForward(self.eager_model, precision=precision)
+                if self._eager is None:
+                    return OpenVinoForward(loader=lambda: self.eager_model, key=self._files_key, precision=precision)
+                return OpenVinoForward(self.eager_model, precision=precision, key=self._files_key)
         except EngineUnavailable as exc:
             log.warning("%s; running the model in torch", exc)
         return None
@@ -79,14 +102,14 @@ class SemanticHead(HeadBase):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, h, w)`` for a pre-processed batch."""
         n = pixel_values.shape[0]
-        if self.model is not self.eager_model:  # compiled: pad short batches rather than compile again
+        if self._torch_run is not None and self._compiled is None:  # compiled: pad short batches, not compile again
             self._pad_to = max(self._pad_to, n)
             if n < self._pad_to:
                 pad = pixel_values.new_zeros((self._pad_to - n, *pixel_values.shape[1:]))
                 pixel_values = torch.cat([pixel_values, pad])
         logits = self._run(pixel_values)[:n]
         # a CUDA graph's next replay overwrites its outputs: keep this batch's own copy
-        return logits.clone() if self._graphed and self.model is not self.eager_model else logits
+        return logits.clone() if self._graphed and self._torch_run is not None else logits
 
     def _run(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self._compiled is not None:
@@ -100,10 +123,10 @@ class SemanticHead(HeadBase):
         try:
             return self.model(pixel_values=pixel_values).logits
         except Exception as exc:  # noqa: BLE001 - any compiler failure: run eagerly instead
-            if self.model is self.eager_model:
+            if self._torch_run is None:
                 raise
             log.warning("torch.compile failed (%s); running the model eagerly", short_message(exc, 160))
-            self.model = self.eager_model
+            self._torch_run = None
             return self.model(pixel_values=pixel_values).logits
 
     def label_tensors(self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
