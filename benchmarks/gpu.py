@@ -85,7 +85,8 @@ def file_job(out: Path, *, device: str, dtype: str, frames: int, batch: int, dry
     import json
 
     args = [sys.executable, "-m", "benchmarks", "--device", device, "--batch-size", str(batch), "--frames", str(frames),
-            "--naive-frames", "4" if dry else "16", "--repeats", "1" if dry else "3", "--no-loaded", "--out", str(out)]
+            "--naive-frames", "4" if dry else "16", "--repeats", "1" if dry else "3", "--no-loaded", "--out", str(out),
+            "--engines", ""]  # the CPU engines' rows belong to the CPU table
     if dtype != "float32":
         args += ["--dtype", dtype]
     before = set(out.glob("*.json"))

@@ -8,7 +8,10 @@
 #    stage alone, 8/16/32 live 720p streams (JSON);
 # 4. python -m benchmarks.prompts on cuda: frames/s against 1/4/16 text prompts (streamseg vs the reference
 #    loop, CLIPSeg-rd64's architecture) and against 1/4/16 objects tracked by point (SAM 2.1 hiera-tiny's).
-# --dry-run: the same steps on the CPU with tiny sizes (checks the script; the cuda tests are skipped).
+# --dry-run: the same steps on the CPU with tiny sizes, in a fresh virtual environment that holds only what the
+# GPU machine has (torch, transformers, opencv-python-headless, onnxruntime, numpy, pillow) and .whl/ (run
+# benchmarks/fetch_wheels.sh first): a package the GPU machine lacks fails here, not on a lent GPU. Exits
+# non-zero when any step fails.
 # Results: OUT_DIR (default benchmarks/results)/DATE-gpu*.json; copy them into the repo and commit them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,15 +20,34 @@ if [ "${1:-}" = "--dry-run" ]; then dry="--dry-run"; shift; fi
 out=${1:-benchmarks/results}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-if [ -z "$dry" ]; then
+wheels=(av prometheus-client scipy pytest pluggy iniconfig)  # what benchmarks/fetch_wheels.sh fetches
+if [ -n "$dry" ]; then
+    set -e
+    env=${STREAMSEG_GPU_ENV:-/tmp/streamseg-gpu-env}
+    rm -rf "$env" && python3 -m venv "$env"
+    version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))"; }
+    # the GPU machine's own packages (torch: the CPU wheel on this disk; transformers: the version used here)
+    "$env/bin/pip" install -q torch==2.13.0 "transformers==$(version transformers)" opencv-python-headless \
+        onnxruntime numpy pillow
+    "$env/bin/pip" install -q --no-index --find-links .whl "${wheels[@]}"
+    "$env/bin/pip" install -q --no-deps --no-build-isolation -e .
+    export PATH="$env/bin:$PATH"
+    set +e
+else
     if ls .whl/*.whl >/dev/null 2>&1; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-            && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+        python3 -m pip install -q --no-index --find-links .whl --no-compile --no-cache-dir --target /tmp/site \
+            "${wheels[@]}" && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
     python3 -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || export PYTHONPATH=$PWD:${PYTHONPATH:-}
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
-python3 - "$out" "$dry" <<'PY'
+failed=0
+python3 -c "import pkgutil, importlib, streamseg
+for m in pkgutil.walk_packages(streamseg.__path__, 'streamseg.'):
+    if not m.name.startswith('streamseg.cluster'):  # Ray: not on the GPU machine, and not what it runs
+        importlib.import_module(m.name)
+print('every streamseg module imports')" || failed=1
+python3 - "$out" "$dry" <<'PY' || failed=1
 import json, subprocess, sys, time, xml.etree.ElementTree as ET
 from datetime import datetime
 out, dry = sys.argv[1], sys.argv[2]
@@ -43,10 +65,13 @@ name = f"{out}/{datetime.now():%Y-%m-%d}-gpu-tests{'-dry-run' if dry else ''}.js
 with open(name, "w") as f:
     json.dump({"exit_code": proc.returncode, "seconds": round(time.time() - t0, 1), "tests": cases}, f, indent=2)
 print("written to", name)
+sys.exit(0 if proc.returncode in (0, 5) and all(c["outcome"] != "error" for c in cases) else 1)  # 5: no test ran
 PY
-python3 -m benchmarks.gpu --out "$out" $dry
+python3 -m benchmarks.gpu --out "$out" $dry || failed=1
 if [ -n "$dry" ]; then
-    python3 -m benchmarks.prompts --device cpu --prompts 1,2 --objects 1,2 --frames 3 --size 160x96 --out /tmp/prompts-dry
+    python3 -m benchmarks.prompts --device cpu --prompts 1,2 --objects 1,2 --frames 3 --size 160x96 --out /tmp/prompts-dry \
+        || failed=1
 else
-    python3 -m benchmarks.prompts --device cuda --frames 24 --size 1280x720 --out "$out"
+    python3 -m benchmarks.prompts --device cuda --frames 24 --size 1280x720 --out "$out" || failed=1
 fi
+exit $failed
