@@ -42,11 +42,7 @@ else
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
 failed=0
-python3 -c "import pkgutil, importlib, streamseg
-for m in pkgutil.walk_packages(streamseg.__path__, 'streamseg.'):
-    if not m.name.startswith('streamseg.cluster'):  # Ray: not on the GPU machine, and not what it runs
-        importlib.import_module(m.name)
-print('every streamseg module imports')" || failed=1
+python3 -m benchmarks.gpu_imports || failed=1
 python3 - "$out" "$dry" <<'PY' || failed=1
 import json, subprocess, sys, time, xml.etree.ElementTree as ET
 from datetime import datetime

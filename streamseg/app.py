@@ -308,10 +308,13 @@ class Run(Closing):
         return RunReport(reports, total, engine + self.threads.describe(self.tuner))
 
     def _encoder(self) -> str:
-        """``--encoder``; auto: NVENC when the model runs on CUDA (the CPU stays free for the rest)."""
+        """``--encoder``; auto: NVENC when the model runs on CUDA and the GPU can encode (the CPU stays free for
+        the rest), else libx264 without a warning."""
+        from streamseg.outputs.video import auto_encoder
+
         chosen = self.config.outputs.encoder
         if chosen is Encoder.AUTO:
-            return "h264_nvenc" if self.segmenter.device.type == "cuda" else "libx264"
+            return auto_encoder(self.segmenter.device.type)
         return chosen.value
 
     def _choose_blending(self) -> None:

@@ -50,6 +50,12 @@ def encoder_problem(name: str) -> str | None:
     return None
 
 
+def auto_encoder(device_type: str) -> str:
+    """``--encoder auto``: NVENC when the model runs on CUDA and the GPU has an encoder that opens (H100 and H200
+    have none: NVDEC only), else libx264, quietly: nothing was asked for that could not be given."""
+    return "h264_nvenc" if device_type == "cuda" and encoder_problem("h264_nvenc") is None else "libx264"
+
+
 def usable_encoder(name: str) -> str:
     """``name`` when it opens here, else libx264, with one warning per encoder and process."""
     problem = encoder_problem(name)

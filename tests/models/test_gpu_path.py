@@ -135,6 +135,18 @@ def test_nvenc_that_cannot_open_falls_back_to_x264_with_one_warning(tmp_path, ca
             assert c.streams.video[0].codec_context.name == "h264"
 
 
+def test_encoder_auto_on_a_gpu_without_nvenc_is_x264_without_a_warning(monkeypatch, caplog):
+    """H100 and H200 decode (NVDEC) but have no encoder: auto takes libx264 quietly; with one, NVENC."""
+    import streamseg.outputs.video as vf
+
+    monkeypatch.setattr(vf, "encoder_problem", lambda name: "OpenEncodeSessionEx failed: unsupported device (2)")
+    with caplog.at_level(logging.WARNING):
+        assert [vf.auto_encoder(d) for d in ("cuda", "cuda", "cpu")] == ["libx264"] * 3
+    assert not caplog.records
+    monkeypatch.setattr(vf, "encoder_problem", lambda name: None)
+    assert (vf.auto_encoder("cuda"), vf.auto_encoder("cpu")) == ("h264_nvenc", "libx264")
+
+
 def test_the_encoder_flag_is_checked_and_reaches_the_file(tiny_model, tmp_path):
     proc = run_cli(str(SAMPLE_CLIP), "--model", str(tiny_model), "-o", str(tmp_path / "o.mp4"), "--duration", "0.2",
                    "--encoder", "h264_nvenc", "--device", "cpu", "-q", subprocess_only=True)  # one warning a process
