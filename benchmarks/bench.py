@@ -47,6 +47,25 @@ def _median_rate(fn: Callable[[], int], repeats: int) -> tuple[float, list[float
     return statistics.median(rates), rates
 
 
+def _batches(seg, images: list[np.ndarray], batch_size: int) -> list:
+    """The frames pre-processed in batches, as the forward rows time them."""
+    return [seg.preprocess(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+
+
+def _forward_rate(seg, batches: list, repeats: int) -> float:
+    """Frames per second of ``seg``'s forward alone on pre-processed ``batches`` (median of ``repeats``)."""
+    import torch
+
+    def forward() -> int:
+        for b in batches:
+            seg.forward(b)
+        if seg.device.type == "cuda":
+            torch.cuda.synchronize()
+        return sum(b.shape[0] for b in batches)
+
+    return _median_rate(forward, repeats)[0]
+
+
 def make_segformer_b0(folder: Path, *, num_labels: int = 150, size: int = 512) -> Path:
     """SegFormer-B0's architecture (ADE20k head: 150 classes) with random weights, saved like a Hub model."""
     import torch
@@ -134,16 +153,8 @@ def run_benchmark(*, model: ModelConfig, generate_model: bool, video: Path | Non
     results["rows"]["decode"] = _median_rate(decode, repeats)[0]
 
     # forward only, on pre-processed batches
-    batches = [seg.preprocess(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-
-    def forward() -> int:
-        for b in batches:
-            seg.forward(b)
-        if seg.device.type == "cuda":
-            torch.cuda.synchronize()
-        return len(images)
-
-    results["rows"]["forward"] = _median_rate(forward, repeats)[0]
+    batches = _batches(seg, images, batch_size)
+    results["rows"]["forward"] = _forward_rate(seg, batches, repeats)
 
     # full inference step as the pipeline runs it (pre-process + forward + post-process)
     def inference() -> int:
@@ -278,7 +289,6 @@ def _engine_rows(choice: str, *, model: ModelConfig, video: Path, images: list[n
     import subprocess
     import sys
 
-    import torch
 
     from streamseg.app import Run
     from streamseg.config import OutputConfig, RunConfig
@@ -288,16 +298,7 @@ def _engine_rows(choice: str, *, model: ModelConfig, video: Path, images: list[n
     config = dataclasses.replace(model, engine=engine, dtype=dtype or "auto")
     seg = Segmenter.load(config)
     tag = f"[{seg.engine_text}]"
-    batches = [seg.preprocess(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-
-    def forward() -> int:
-        for b in batches:
-            seg.forward(b)
-        if seg.device.type == "cuda":
-            torch.cuda.synchronize()
-        return len(images)
-
-    rows[f"forward {tag}"] = _median_rate(forward, repeats)[0]
+    rows[f"forward {tag}"] = _forward_rate(seg, _batches(seg, images, batch_size), repeats)
     fps: list[float] = []
 
     def streamseg_run() -> int:
