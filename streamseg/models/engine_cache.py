@@ -55,12 +55,42 @@ def files_key(folder: Path, *extra: str) -> str:
     return h.hexdigest()
 
 
+class Outputs(torch.nn.Module):
+    """A universal model (Mask2Former, MaskFormer, OneFormer, DETR) with a plain tensor in and its output tensors out,
+    as a tuple in :data:`OUTPUT_KEYS` order (those the model gives). What the run passes besides the pixels is made
+    inside: a pixel mask of ones (frames of one size fill the canvas), and OneFormer's tokenised task, so the
+    converted graph takes the pixels only (its key must name the task)."""
+
+    def __init__(self, model: torch.nn.Module, *, pixel_mask: bool = False,
+                 task_inputs: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.pixel_mask = pixel_mask
+        self.task_inputs = task_inputs
+        self.keys: tuple[str, ...] = ()  # the outputs' names, known after the first call (the converter's trace)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        kwargs = {}
+        if self.pixel_mask:
+            kwargs["pixel_mask"] = torch.ones_like(pixel_values[:, 0], dtype=torch.long)
+        if self.task_inputs is not None:
+            kwargs["task_inputs"] = self.task_inputs.expand(pixel_values.shape[0], -1)
+        out = self.model(pixel_values=pixel_values, **kwargs)
+        self.keys = tuple(k for k in OUTPUT_KEYS if getattr(out, k, None) is not None)
+        return tuple(out[k] for k in self.keys)
+
+
+OUTPUT_KEYS = ("class_queries_logits", "masks_queries_logits", "logits", "pred_masks", "pred_boxes")
+
+
 class Logits(torch.nn.Module):
     """The model with a plain tensor in and the logits out, as exporters and converters want."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+
+        self.keys = ("logits",)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values).logits

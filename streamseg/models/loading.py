@@ -208,13 +208,12 @@ def _load_universal(ld: Loading) -> Loaded:
         raise InputError("--compile applies to semantic models (per-class logits) only")
     if config.smooth:
         raise InputError("--smooth applies to semantic models (per-class logits) only")
-    if config.engine in (Engine.ONNXRUNTIME, Engine.OPENVINO):
-        log.warning("--engine %s runs semantic models only; running %s in torch", config.engine.value, config.name)
     tokens = oneformer_task_tokens(ld.name, task, ld.hf_config, ld.hub) if ld.model_type == "oneformer" else None
     id2label, num_labels = _labels(ld, model)
     head = UniversalHead(model, processor, task=task, id2label=id2label, threshold=config.threshold,
                          mask_threshold=config.mask_threshold, overlap_threshold=config.overlap_threshold,
-                         task_inputs=None if tokens is None else tokens.to(ld.device))
+                         task_inputs=None if tokens is None else tokens.to(ld.device), engine=ld.engine,
+                         precision=ld.precision, files_key=_openvino_files_key(ld))
     return Loaded(head, _spec(ld, processor), id2label, num_labels, task.value)
 
 
@@ -262,7 +261,7 @@ def load_family(config: ModelConfig) -> tuple[Loaded, torch.device, torch.dtype]
             raise ModelLoadError(f"{text}; {config.name!r} is a {model_type or 'unknown'} model")
     if family is None:
         raise ModelLoadError(f"model {name!r} is not a segmentation model (its type is {model_type or 'unknown'!r})")
-    engine, precision = resolve_engine(config, device, semantic=family.load is _load_semantic)
+    engine, precision = resolve_engine(config, device, family=family)
     if engine is Engine.OPENVINO:  # converted from float32; OpenVINO runs it in its own precision
         dtype = torch.float32
     elif dtype != torch.float32 and device.type == "cpu":
@@ -342,16 +341,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_engine(config: ModelConfig, device: torch.device, *, semantic: bool) -> tuple[Engine, str]:
-    """What runs the forward and, for OpenVINO, in which precision: ``auto`` is OpenVINO for semantic models on
-    the CPU when it is installed (not with ``--compile``), else torch; OpenVINO's precision is bf16 where the CPU
-    has native bf16 and ``--dtype`` is auto or bfloat16, else f32."""
+def resolve_engine(config: ModelConfig, device: torch.device, *, family: Family) -> tuple[Engine, str]:
+    """What runs the forward and, for OpenVINO, in which precision: ``auto`` is OpenVINO on the CPU for semantic,
+    instance and panoptic models when it is installed (not with ``--compile``), else torch; OpenVINO's precision is
+    bf16 where the CPU has native bf16 and ``--dtype`` is auto or bfloat16, else f32. An engine named for a model
+    it cannot run (ONNX Runtime: semantic models only; text prompts and point tracking: torch only) gets one
+    warning and torch."""
     from . import openvino_engine
 
+    runs = {Engine.TORCH} | ({Engine.OPENVINO, Engine.ONNXRUNTIME} if family.load is _load_semantic else set()) \
+        | ({Engine.OPENVINO} if family.load is _load_universal else set())
     engine = config.engine
     if engine is Engine.AUTO:
-        engine = (Engine.OPENVINO if semantic and device.type == "cpu" and not config.compile
+        engine = (Engine.OPENVINO if Engine.OPENVINO in runs and device.type == "cpu" and not config.compile
                   and openvino_engine.available() is None else Engine.TORCH)
+    elif engine not in runs:
+        log.warning("--engine %s does not run %s models; running %s in torch", engine.value, family.name, config.name)
+        engine = Engine.TORCH
     elif engine is Engine.OPENVINO and device.type != "cpu":
         log.warning("--engine openvino runs on the CPU; running the model in torch on %s", device)
         engine = Engine.TORCH

@@ -65,10 +65,11 @@ def _core():
     return ov.Core()
 
 
-def convert(model: torch.nn.Module, path: Path, height: int, width: int) -> None:
-    """Convert ``model`` (a ``*ForSemanticSegmentation``) for ``(B, 3, height, width)`` float32 input, B dynamic,
-    into ``path`` (``.xml``, beside it ``.bin``). Written under temporary names and renamed, weights first, so
-    an ``.xml`` on disk always has its ``.bin``."""
+def convert(module: torch.nn.Module, path: Path, height: int, width: int) -> None:
+    """Convert ``module`` (a model wrapped in :class:`~.engine_cache.Logits` or :class:`~.engine_cache.Outputs`) for
+    ``(B, 3, height, width)`` float32 input, B dynamic, into ``path`` (``.xml``, beside it ``.bin``); each output is
+    named by the wrapper's ``keys`` (``logits``, ``masks_queries_logits``...). Written under temporary names and
+    renamed, weights first, so an ``.xml`` on disk always has its ``.bin``."""
     import openvino as ov
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +77,10 @@ def convert(model: torch.nn.Module, path: Path, height: int, width: int) -> None
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's notices
-            graph = ov.convert_model(Logits(model).eval(), example_input=torch.zeros(1, 3, height, width),
+            graph = ov.convert_model(module.eval(), example_input=torch.zeros(1, 3, height, width),
                                      input=[ov.PartialShape([-1, 3, height, width])])
+        for output, key in zip(graph.outputs, module.keys, strict=True):
+            output.get_tensor().set_names({key})
         ov.save_model(graph, tmp / "model.xml", compress_to_fp16=False)
         os.replace(tmp / "model.bin", path.with_suffix(".bin"))
         os.replace(tmp / "model.xml", path)
@@ -90,11 +93,14 @@ def convert(model: torch.nn.Module, path: Path, height: int, width: int) -> None
 class OpenVinoForward:
     """``pixel_values (B, 3, h, w) float32 -> logits (B, C, h', w')`` through OpenVINO on the CPU, in
     ``precision`` (``"bf16"`` or ``"f32"``). One compiled model per input size, made on first use from the
-    cached IR (converted when missing or unreadable)."""
+    cached IR (converted when missing or unreadable).
+
+    ``wrap`` makes the module converted from the model (:class:`~.engine_cache.Logits`, or for universal models
+    :class:`~.engine_cache.Outputs`); :meth:`outputs` gives every output by name, calling it the first one."""
 
     def __init__(self, model: torch.nn.Module | None = None, *, precision: str = "f32", threads: int | None = None,
                  cache: Path | None = None, loader: Callable[[], torch.nn.Module] | None = None,
-                 key: str | None = None) -> None:
+                 key: str | None = None, wrap: Callable[[torch.nn.Module], torch.nn.Module] = Logits) -> None:
         reason = available()
         if reason:
             raise EngineUnavailable(reason)
@@ -109,6 +115,7 @@ class OpenVinoForward:
 
         self.precision = precision
         self._model = model
+        self._wrap = wrap
         self._loader = loader  # called only to convert: a cached graph runs without loading the model at all
         self._threads = threads  # None: torch's count at each call, so the thread tuner's choice holds here too
         self._cache = cache or cache_dir("openvino")
@@ -124,7 +131,7 @@ class OpenVinoForward:
         started = time.monotonic()
         if self._model is None:
             self._model = self._loader()
-        convert(self._model, path, height, width)
+        convert(self._wrap(self._model), path, height, width)
         took = time.monotonic() - started
         self.convert_seconds += took
         log.warning("converted the model to OpenVINO for %dx%d inputs in %.1f s (cached in %s)", width, height, took,
@@ -169,12 +176,19 @@ class OpenVinoForward:
         self._compiled[(height, width, threads)] = compiled
         return compiled
 
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def outputs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output of the graph for a batch, by name (a graph converted before outputs were named: ``logits``)."""
         height, width = pixel_values.shape[-2:]
         compiled = self.compiled(int(height), int(width))
         try:
             result = compiled(pixel_values.contiguous().numpy())  # type: ignore[operator]
-            logits = result[compiled.output(0)]  # type: ignore[attr-defined]
+            found = {}
+            for port in compiled.outputs:  # type: ignore[attr-defined]
+                names = port.get_names()
+                found[min(names) if names else "logits"] = torch.from_numpy(result[port].copy())
         except Exception as exc:  # noqa: BLE001
             raise EngineUnavailable(f"OpenVINO failed: {short_message(exc, 160)}") from exc
-        return torch.from_numpy(logits.copy())
+        return found
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return next(iter(self.outputs(pixel_values).values()))

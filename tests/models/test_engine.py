@@ -83,14 +83,6 @@ def test_a_broken_graph_falls_back_to_torch_mid_run(tiny_model, cache, caplog):
     assert all(np.array_equal(a, b) for a, b in zip(labels, reference(frames)))
 
 
-def test_instance_models_run_in_torch(tiny_mask2former, cache, caplog):
-    with caplog.at_level(logging.WARNING, logger="streamseg"):
-        seg = Segmenter.load(ModelConfig(name=str(tiny_mask2former), engine="onnxruntime"))
-    assert seg.engine is Engine.TORCH
-    assert "runs semantic models only" in caplog.text
-    assert not cache.exists()
-
-
 def test_compile_and_onnxruntime_are_alternatives(tiny_model, tmp_path):
     with pytest.raises(InputError, match="--compile applies to --engine torch only"):
         ModelConfig(name=str(tiny_model), engine="onnxruntime", compile=True)

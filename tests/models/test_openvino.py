@@ -12,6 +12,7 @@ import pytest
 from conftest import decode, run_cli, scene_frames, write_clip
 
 from streamseg.config import DType, Engine, ModelConfig
+from streamseg.frames import Frame
 from streamseg.models import openvino_engine
 from streamseg.models.segmenter import Segmenter
 
@@ -90,13 +91,43 @@ def test_missing_openvino_falls_back_to_torch_and_auto_says_nothing(tiny_model, 
     assert auto.engine is Engine.TORCH and auto.engine_text == "torch float32" and not caplog.text
 
 
-def test_instance_models_run_in_torch(tiny_mask2former, cache, caplog):
+@pytest.mark.parametrize("fixture", ["tiny_mask2former", "tiny_detr", "tiny_oneformer"])
+def test_instance_and_panoptic_models_run_in_openvino_with_torchs_segments(fixture, request, cache):
+    """Mask2Former, DETR and OneFormer (its task tokens baked into the graph) convert; in f32 their segments equal
+    torch's through the same post-processing, in bf16 they run; auto picks OpenVINO for them on the CPU."""
+    model = request.getfixturevalue(fixture)
+    frames = [Frame(index=i, image=image) for i, image in enumerate(scene_frames(4))]
+    torch_seg = Segmenter.load(ModelConfig(name=str(model), engine="torch"))
+    ov_seg = Segmenter.load(ModelConfig(name=str(model), engine="openvino", dtype="float32"))
+    assert ov_seg.engine is Engine.OPENVINO and ov_seg.engine_text == "openvino f32"
+    want, got = torch_seg.segment(frames[:2]), ov_seg.segment(frames[:2])
+    want += torch_seg.segment(frames[2:3])
+    got += ov_seg.segment(frames[2:3])  # a batch of another size: the graph's batch is dynamic
+    for a, b in zip(want, got, strict=True):
+        assert b.segment_map is not None and b.label_map.shape == frames[0].image.shape[:2]
+        assert (a.label_map == b.label_map).mean() >= 0.999
+        assert [(i, c) for i, c, _ in a.segment_info] == [(i, c) for i, c, _ in b.segment_info]
+        assert np.allclose([s for *_, s in a.segment_info], [s for *_, s in b.segment_info], atol=1e-3)
+    (graph,) = cache.glob("*.xml")
+    auto = Segmenter.load(ModelConfig(name=str(model), engine="auto"))
+    assert auto.engine is Engine.OPENVINO
+    assert auto.engine_text == ("openvino bf16" if openvino_engine.native_bf16() else "openvino f32")
+    assert [r.label_map.shape for r in auto.segment(frames[3:])] == [frames[0].image.shape[:2]]
+
+
+def test_models_openvino_cannot_run_get_one_warning_and_torch(tiny_clipseg, tiny_mask2former, cache, caplog):
     with caplog.at_level(logging.WARNING, logger="streamseg"):
-        auto = Segmenter.load(ModelConfig(name=str(tiny_mask2former), engine="auto"))
+        auto = Segmenter.load(ModelConfig(name=str(tiny_clipseg), engine="auto", prompts=("a car",)))
     assert auto.engine is Engine.TORCH and not caplog.text  # auto: torch, quietly
+    assert auto.engine_text == "torch float32"
     with caplog.at_level(logging.WARNING, logger="streamseg"):
-        explicit = Segmenter.load(ModelConfig(name=str(tiny_mask2former), engine="openvino"))
-    assert explicit.engine is Engine.TORCH and "--engine openvino runs semantic models only" in caplog.text
+        explicit = Segmenter.load(ModelConfig(name=str(tiny_clipseg), engine="openvino", prompts=("a car",)))
+    assert explicit.engine is Engine.TORCH
+    assert caplog.text.count("--engine openvino does not run text prompts (CLIPSeg) models") == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamseg"):
+        onnx = Segmenter.load(ModelConfig(name=str(tiny_mask2former), engine="onnxruntime"))
+    assert onnx.engine is Engine.TORCH and "--engine onnxruntime does not run universal" in caplog.text
     assert not cache.exists()
 
 

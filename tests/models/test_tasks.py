@@ -17,7 +17,7 @@ def _compare_with_pipeline(model_dir, task, **thresholds):
 
     image = Image.open(SAMPLE_IMAGE).convert("RGB")
     theirs = pipeline("image-segmentation", model=str(model_dir))(image, subtask=task, **thresholds)
-    seg = Segmenter.load(ModelConfig(name=str(model_dir), device="cpu", task=task, **thresholds))
+    seg = Segmenter.load(ModelConfig(name=str(model_dir), device="cpu", engine="torch", task=task, **thresholds))
     (result,) = seg.segment([Frame(index=0, image=np.asarray(image))])
     ours = result.segments()
     assert len(theirs) > 0, "the fixture must give segments, or the comparison proves nothing"
@@ -64,7 +64,7 @@ def test_auto_task_is_panoptic_first_and_unsupported_tasks_are_refused(tiny_mask
 
 
 def _segments(model_dir, **kw):
-    seg = Segmenter.load(ModelConfig(name=str(model_dir), device="cpu", task=Task.PANOPTIC, **kw))
+    seg = Segmenter.load(ModelConfig(name=str(model_dir), device="cpu", engine="torch", task=Task.PANOPTIC, **kw))
     image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))
     return [(s.label, round(s.score, 3), s.area) for s in seg.segment([Frame(index=0, image=image)])[0].segments()]
 
@@ -133,7 +133,7 @@ def _torchvision_resize_stand_in(monkeypatch):
 
 @pytest.mark.parametrize("task", ["panoptic", "semantic"])
 def test_oneformer_with_its_task_input_equals_the_pipeline(tiny_oneformer, task, monkeypatch):
-    seg = Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", task=task))
+    seg = Segmenter.load(ModelConfig(name=str(tiny_oneformer), device="cpu", engine="torch", task=task))
     assert seg.head.task_inputs is not None and seg.head.task_inputs.shape == (1, 16)
     image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))
     (ours,) = seg.segment([Frame(index=0, image=image)])  # before the stand-in: streamseg needs no torchvision
@@ -193,7 +193,7 @@ def test_the_hubs_detr_with_a_timm_resnet_loads_without_timm_and_equals_the_nati
     image = np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB").resize((160, 96)))
     heads, results = [], []
     for folder in (native, timm):
-        seg = Segmenter.load(ModelConfig(name=str(folder), device="cpu", task="panoptic"))
+        seg = Segmenter.load(ModelConfig(name=str(folder), device="cpu", engine="torch", task="panoptic"))
         heads.append(seg.head.model)
         results.append(seg.segment([Frame(index=0, image=image)])[0])
     a, b = (m.state_dict() for m in heads)

@@ -158,6 +158,10 @@ def test_a_recording_killed_at_any_point_plays_all_but_the_fragment_in_progress(
             keys.append(k)
             key_at = r["pts"]
     in_progress = keys[-1]  # frames before it are in closed fragments, which must all be on disk
+    if len(keys) > 1 and in_progress >= len(records) - 3:
+        # killed as a fragment closed: a frame's JSON line can be out before the encoder's buffer has handed its
+        # keyframe to the muxer, so the fragment ending there may still be the one in progress
+        in_progress = keys[-2]
     assert times and times[0] == 0.0 and all(b > a for a, b in zip(times, times[1:]))
     assert in_progress - 1 <= len(frames) <= len(records), (len(frames), in_progress, len(records), len(keys))
     assert times[-1] == pytest.approx(records[len(frames) - 1]["pts"] - records[0]["pts"], abs=0.002)

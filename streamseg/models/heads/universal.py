@@ -2,22 +2,40 @@
 
 Their outputs go through the model's own image processor's post-processing (on the
 device), so segments equal ``pipeline("image-segmentation")``'s. OneFormer gets its task
-input ("the task is panoptic") tokenised once.
+input ("the task is panoptic") tokenised once. The forward runs in torch or, on the CPU, in
+OpenVINO (the graph takes the pixels and gives the output tensors by name; the post-processing
+stays transformers'); an OpenVINO failure falls back to torch with one warning.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.utils import ModelOutput
 
-from streamseg.config import Task
+from streamseg.config import Engine, Task
 from streamseg.errors import ModelLoadError, short_message
 from streamseg.frames import Frame, SegmentationResult
 
 from .base import HeadBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineOutputs(ModelOutput):
+    """A compiled engine's output tensors under the names the processors' post-processing reads."""
+
+    class_queries_logits: torch.Tensor | None = None
+    masks_queries_logits: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    pred_masks: torch.Tensor | None = None
+    pred_boxes: torch.Tensor | None = None
 
 _TASK_ORDER = (Task.PANOPTIC, Task.INSTANCE, Task.SEMANTIC)  # auto picks the first the model supports
 
@@ -70,7 +88,11 @@ class UniversalHead(HeadBase):
 
     def __init__(self, model: torch.nn.Module, processor: object, *, task: Task, id2label: Mapping[int, str],
                  threshold: float = 0.9, mask_threshold: float = 0.5, overlap_threshold: float = 0.5,
-                 task_inputs: torch.Tensor | None = None) -> None:
+                 task_inputs: torch.Tensor | None = None, engine: Engine = Engine.TORCH, precision: str = "f32",
+                 files_key: str | None = None) -> None:
+        """``engine``: torch, or openvino (the model float32 on the CPU; ``precision`` f32 or bf16) with the graph
+        cached under ``files_key`` (the model's files, :func:`~streamseg.models.engine_cache.files_key`) or, when
+        None, a hash of its weights."""
         self.model = self.eager_model = model
         self.processor = processor
         self.task = Task(task)
@@ -79,9 +101,48 @@ class UniversalHead(HeadBase):
         self.task_inputs = task_inputs  # OneFormer: the tokenised "the task is ..." (1, L)
         self._pixel_mask = "pixel_mask" in inspect.signature(model.forward).parameters
         self._float_outputs = next(model.parameters()).dtype != torch.float32
+        self._compiled = self._openvino(files_key, precision) if Engine(engine) is Engine.OPENVINO else None
+
+    @property
+    def engine(self) -> Engine:
+        """What actually runs the forward (after any fallback)."""
+        return Engine.OPENVINO if self._compiled is not None else Engine.TORCH
+
+    @property
+    def precision(self) -> str:
+        """OpenVINO's precision (``f32``, ``bf16``), or the torch model's dtype."""
+        found = getattr(self._compiled, "precision", None)
+        return found or str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    def _openvino(self, files_key: str | None, precision: str):
+        from streamseg.models.engine_cache import EngineUnavailable, Outputs, model_key
+        from streamseg.models.openvino_engine import OpenVinoForward
+
+        task = "" if self.task_inputs is None else ",".join(map(str, self.task_inputs.flatten().tolist()))
+        extra = f"outputs|pixel_mask={self._pixel_mask}|task={task}"
+        try:
+            import hashlib
+
+            import openvino
+
+            key = (hashlib.blake2b(f"{files_key}|{extra}".encode(), digest_size=16).hexdigest() if files_key
+                   else model_key(self.model, f"openvino {openvino.__version__}", extra))
+            return OpenVinoForward(self.model, precision=precision, key=key, wrap=lambda m: Outputs(
+                m, pixel_mask=self._pixel_mask, task_inputs=self.task_inputs))
+        except (EngineUnavailable, ImportError) as exc:
+            log.warning("%s; running the model in torch", exc)
+            return None
 
     def forward(self, pixel_values: torch.Tensor):
         """The model's full output object for a pre-processed batch."""
+        if self._compiled is not None:
+            from streamseg.models.engine_cache import EngineUnavailable
+
+            try:
+                return EngineOutputs(**self._compiled.outputs(pixel_values))
+            except EngineUnavailable as exc:
+                log.warning("%s; running the model in torch from now on", exc)
+                self._compiled = None
         kwargs = {}
         if self.task_inputs is not None:
             kwargs["task_inputs"] = self.task_inputs.expand(pixel_values.shape[0], -1)
