@@ -245,7 +245,7 @@ def load_family(config: ModelConfig) -> tuple[Loaded, torch.device, torch.dtype]
                                  "model (save one with save_pretrained, or give a Hub id)")
         name = str(path)
     elif _looks_like_path(name):
-        raise ModelLoadError(f"model folder not found: {name}")
+        raise ModelLoadError(f"model folder not found: {name}{_near(path)}")
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     offline = None if path.exists() else hub_problem()  # unreachable: the local cache only, no retries
@@ -380,8 +380,22 @@ def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
 
 
 def _looks_like_path(name: str) -> bool:
-    """Hub ids are ``name`` or ``org/name``; anything else is meant as a folder."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    """Hub ids are ``name`` or ``org/name``; anything else is meant as a folder, and so is ``DIR/name`` where
+    ``DIR`` is a folder here (a typo in a local model's name, not a Hub miss)."""
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+            or (name.count("/") == 1 and Path(name.split("/")[0]).expanduser().is_dir()))
+
+
+def _near(path: Path) -> str:
+    """``" (did you mean NAME?)"`` for the closest name in the folder above, when there is one."""
+    import difflib
+
+    try:
+        names = [p.name for p in path.parent.iterdir() if p.is_dir()]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1)
+    return f" (did you mean {path.parent / close[0]}?)" if close else ""
 
 
 def _load_error(name: str, exc: Exception, offline: str | None = None) -> ModelLoadError:

@@ -112,6 +112,15 @@ def test_unknown_models_fail_with_one_clear_line(name, message):
         Segmenter.load(ModelConfig(name=name, device="cpu"))
 
 
+def test_a_typo_in_a_local_models_name_is_no_such_folder_not_a_hub_miss(tmp_path, monkeypatch):
+    """``DIR/name`` has a Hub id's shape; when DIR is a folder here it is a path: no Hub lookup, the near name."""
+    (tmp_path / "models" / "demo-segformer").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as caught:
+        Segmenter.load(ModelConfig(name="models/demo-segformr", device="cpu"))
+    assert str(caught.value) == "model folder not found: models/demo-segformr (did you mean models/demo-segformer?)"
+
+
 def test_a_model_that_is_not_for_segmentation_is_refused(tmp_path):
     from transformers import BertConfig
 
