@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -164,13 +165,17 @@ def test_a_run_publishing_to_a_server_that_never_reads_records_serves_and_stops(
 
 def test_a_file_published_to_a_server_that_never_reads_is_recorded_whole_and_ends(tiny_model, tmp_path):
     """A file's frames wait for the publisher (none is lost while it keeps up), for a second at most each."""
-    server, rec = SilentServer(), tmp_path / "rec.mp4"
+    server, rec, clip = SilentServer(), tmp_path / "rec.mp4", tmp_path / "long.mp4"
+    # 12 s of video: long enough that frames still come after the first connection's 1 s and the 0.5 s backoff
+    # (the tiny model runs 100 frames in under 2 s here, so the sample alone can end before a second try)
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "2", "-i", str(SAMPLE_CLIP), "-an", "-c", "copy",
+                    str(clip)], check=True)
     started = time.monotonic()
-    proc = run_cli(str(SAMPLE_CLIP), "--model", str(tiny_model), "-o", str(rec), "-o", server.url("rtmp"),
+    proc = run_cli(str(clip), "--model", str(tiny_model), "-o", str(rec), "-o", server.url("rtmp"),
                    "--timeout", "1")
     took = time.monotonic() - started
     server.close()
     assert proc.returncode == 0, proc.stderr
-    assert len(decode(rec)[0]) == 100 and "written 100" in proc.stderr  # the recording is whole
+    assert len(decode(rec)[0]) == 300 and "written 300" in proc.stderr  # the recording is whole
     assert len(server.connections) >= 2 and "no answer from the server for 1 s" in proc.stderr
     assert took < 60, took

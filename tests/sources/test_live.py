@@ -126,10 +126,13 @@ def test_a_stream_server_killed_and_restarted_is_reconnected_into_the_same_playa
     assert "reconnects 1 (" in err, err
     written = int(err.split("written ")[1].split(",")[0])
     frames, times = decode(out)
-    assert len(frames) == written > 100
+    assert len(frames) == written
     assert times[0] == 0.0
     gaps = np.diff(times)
     assert gaps.max() >= 1.0  # the 2.5 s outage is a gap in time (frames are 40 ms apart), not invented frames
+    # frames on both sides of it (busy cores drop some of the 25 fps, counted, so no exact count)
+    outage = int(gaps.argmax())
+    assert outage + 1 >= 10 and len(frames) - outage - 1 >= 10, (outage, len(frames))
     assert 12.0 <= times[-1] <= 14.0  # --duration 14 of wall-clock time, outage included
 
 
