@@ -42,7 +42,7 @@ from streamseg.sources.stills import ImageSource
 
 from .closing import Closing
 from .config import Blend, Encoder, RunConfig, Task
-from .errors import SourceError
+from .errors import InputError, SourceError
 from .frames import Segment, SegmentationResult
 from .roles import Sink, Source
 
@@ -105,13 +105,16 @@ class Run(Closing):
     worker's ``OUTDIR/NAME/`` layout), instead of :func:`~streamseg.outputs.plan.plan_routes`. ``shared_sinks``:
     sinks every route also writes to, not owned by the run (a fleet worker's newest-frame store). ``cores``: the
     cores the thread budget shares out (default: this process's; a fleet worker's: its Ray CPUs).
+    ``require_output``: a run that would write and show nothing is an :class:`~streamseg.errors.InputError`
+    once the local inputs are checked, before the model loads (the command line's rule).
     """
 
     def __init__(self, config: RunConfig, *, segmenter: Segmenter | None = None,
                  on_source_error: Callable[[str, SourceError], None] | None = None,
                  plans: Sequence[RoutePlan] | None = None, shared_sinks: Sequence[Sink] = (),
-                 cores: int | None = None) -> None:
+                 cores: int | None = None, require_output: bool = False) -> None:
         self.config = config
+        self._require_output = require_output
         self.segmenter = segmenter
         self._plans = None if plans is None else list(plans)
         self._shared_sinks = list(shared_sinks)
@@ -151,6 +154,9 @@ class Run(Closing):
             self._try_open(plans[i], i, sources)
         if local and len(self._failed) == len(plans):
             raise self._nothing_opened(plans)
+        if self._require_output and not self._shared_sinks and not config.outputs.anything:
+            raise InputError("nothing to write or show: --no-display without -o, --json, --masks or --serve "
+                             "(add -o out.mp4, or leave out --no-display to watch)")
         if self.segmenter is None:
             self.segmenter = Segmenter.load(config.model)
         for i, plan in enumerate(plans):

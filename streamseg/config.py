@@ -261,6 +261,12 @@ class OutputConfig:
         if self.segment_time is not None and self.output is None:
             raise InputError("--segment-time needs -o OUTPUT.mp4")
 
+    @property
+    def anything(self) -> bool:
+        """Whether a run with these outputs leaves or shows anything (a window, a file, a stream, the live view)."""
+        return bool(self.display or self.output is not None or self.publish or self.json_path is not None
+                    or self.masks_dir is not None or self.serve is not None)
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:

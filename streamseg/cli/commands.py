@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     from streamseg.app import Run
 
     config = run_config(args)
-    with Run(config, on_source_error=lambda spec, exc: _say(f"error: {exc}")) as run:
+    with Run(config, on_source_error=lambda spec, exc: _say(f"error: {exc}"), require_output=True) as run:
         run.open()
         if run.server is not None:  # a token is shown once, and only one streamseg made up
             _say(f"live view: {run.server.url}{f'?token={run.server.token}' if run.server.token_generated else ''}")

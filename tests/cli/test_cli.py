@@ -117,9 +117,9 @@ def _bad_inputs(tmp_path, tiny_model):
         "no input": (["--no-display", *m], 2, "give an INPUT"),
         "bad batch size": ([clip, "--batch-size", "0", *m], 2, "invalid batch size 0"),
         "bad alpha": ([clip, "--alpha", "1.5", *m], 2, "invalid alpha 1.5"),
-        "unreachable stream": (["tcp://127.0.0.1:9/live", "--timeout", "2", "--no-display", *m], 2,
+        "unreachable stream": (["tcp://127.0.0.1:9/live", "--timeout", "2", "--json", str(tmp_path / "o.jsonl"), *m], 2,
                                "cannot open stream: tcp://127.0.0.1:9/live"),
-        "protocol not built in": (["srt://127.0.0.1:9", "--timeout", "2", "--no-display", *m], 2,
+        "protocol not built in": (["srt://127.0.0.1:9", "--timeout", "2", "--json", str(tmp_path / "o.jsonl"), *m], 2,
                                   "cannot open stream: srt://127.0.0.1:9 .*(no 'srt' protocol|Connection refused)"),
     }
 
@@ -139,6 +139,19 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_model, capsys):
     import re
 
     assert re.search(pattern, err[0]), err[0]
+
+
+def test_no_display_with_nothing_to_write_is_exit_2_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # a model that does not exist: the check comes before loading it, so its error is not the one shown
+    assert main([str(SAMPLE_CLIP), "--no-display", "--model", "nobody/no-such-model", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["streamseg: error: nothing to write or show: --no-display without -o, --json, --masks or --serve "
+                   "(add -o out.mp4, or leave out --no-display to watch)"]
+    assert list(tmp_path.iterdir()) == []
+    # a missing input is still named first
+    assert main([str(tmp_path / "nope.mp4"), "--no-display", "--model", "nobody/no-such-model", "-q"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
 
 
 def test_a_corrupt_video_reports_no_traceback_and_keeps_nothing_broken(tiny_model, tmp_path):

@@ -239,7 +239,7 @@ def _bomb(tmp_path: Path) -> Path:
 def test_bad_input_is_one_line_and_exit_2(case, tiny_model, tmp_path, capsys):
     from conftest import save_tiny_segformer
 
-    m = ["--model", str(tiny_model), "-q", "--no-display"]
+    m = ["--model", str(tiny_model), "-q", "--json", str(tmp_path / "o.jsonl")]  # checks before any is written
     clip = str(SAMPLE_CLIP)
     if case in ("bad shapes", "truncated weights"):
         broken = save_tiny_segformer(tmp_path / "broken")
@@ -250,7 +250,7 @@ def test_bad_input_is_one_line_and_exit_2(case, tiny_model, tmp_path, capsys):
         else:
             weights = broken / "model.safetensors"
             weights.write_bytes(weights.read_bytes()[:5000])
-        m = ["--model", str(broken), "-q", "--no-display"]
+        m = ["--model", str(broken), "-q", "--json", str(tmp_path / "o.jsonl")]
     not_an_image = tmp_path / "bg.png"
     not_an_image.write_text("hello")
     argv, expected = {
@@ -290,8 +290,8 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(tiny_model, tmp_path):
     assert "Traceback" not in err and "BrokenPipe" not in err and out.exists()
 
 
-def test_secrets_in_a_url_never_reach_the_error_line(tiny_model, capsys):
-    assert main(["tcp://admin:s3cretPW@127.0.0.1:9/live?token=abc", "--timeout", "2", "--no-display",
+def test_secrets_in_a_url_never_reach_the_error_line(tiny_model, tmp_path, capsys):
+    assert main(["tcp://admin:s3cretPW@127.0.0.1:9/live?token=abc", "--timeout", "2", "-o", str(tmp_path / "o.mp4"),
                  "--model", str(tiny_model), "-q"]) == 2
     line = one_error(capsys)
     assert "s3cretPW" not in line and "abc" not in line and "tcp://admin:***@127.0.0.1:9/live?token=***" in line

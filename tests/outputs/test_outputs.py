@@ -57,7 +57,7 @@ def test_json_onto_a_folder_is_one_line(tiny_model, tmp_path, capsys):
 
 def test_a_model_folder_without_config_says_so(tmp_path, capsys):
     (tmp_path / "weights.bin").write_bytes(b"x")
-    assert main([str(SAMPLE_CLIP), "--model", str(tmp_path), "-q", "--no-display"]) == 2
+    assert main([str(SAMPLE_CLIP), "--model", str(tmp_path), "-q", "--json", str(tmp_path / "o.jsonl")]) == 2
     assert _one_error(capsys) == (f"streamseg: error: model folder {str(tmp_path)!r} has no config.json: it is not a "
                                   "saved Hugging Face model (save one with save_pretrained, or give a Hub id)")
 

@@ -210,14 +210,14 @@ def test_the_budget_gives_the_forward_every_core_and_the_rest_a_share():
     assert not plan(cores=2, managed=False).managed
 
 
-def test_a_hub_id_without_the_hub_fails_within_seconds_in_one_line(monkeypatch, capsys):
+def test_a_hub_id_without_the_hub_fails_within_seconds_in_one_line(monkeypatch, tmp_path, capsys):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     t0 = time.monotonic()
-    assert main([str(SAMPLE_CLIP), "--model", "nvidia/segformer-b0-finetuned-ade-512-512", "--no-display",
-                 "-q"]) == 2
+    assert main([str(SAMPLE_CLIP), "--model", "nvidia/segformer-b0-finetuned-ade-512-512", "-o",
+                 str(tmp_path / "o.mp4"), "-q"]) == 2
     assert time.monotonic() - t0 < 5
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["streamseg: error: model 'nvidia/segformer-b0-finetuned-ade-512-512' not found: it is not in the "
