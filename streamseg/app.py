@@ -48,6 +48,8 @@ from .roles import Sink, Source
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SIZE = (480, 640)  # (height, width) to warm a model up at for a live source whose size is not known yet
+
 
 @dataclass(frozen=True)
 class Written:
@@ -164,6 +166,7 @@ class Run(Closing):
                 self._try_open(plan, i, sources)
         if not sources:
             raise self._nothing_opened(plans)
+        self._warm_up(sources.values())
         self.segmenter.reset()  # no state carried over from an earlier run
         shared = list(self._shared_sinks)
         if config.outputs.serve is not None:
@@ -182,12 +185,26 @@ class Run(Closing):
             self._stack.callback(outputs.close)  # also when the run never starts; close() is idempotent
             self._routes.append(_OpenRoute(plans[i], sources[i], renderer, outputs))
 
+    def _warm_up(self, sources) -> None:
+        """Before live sources' frames flow, the model runs once at their picture sizes: converting and compiling for
+        a size (seconds with OpenVINO) would otherwise hold the first frame while the live policy drops the rest,
+        leaving a frozen start in the recording. A failure here is left to the first batch to report."""
+        sizes = {getattr(s, "frame_size", None) or DEFAULT_SIZE for s in sources if s.live}
+        for size in sorted(sizes)[:4]:
+            try:
+                took = self.segmenter.warm_up(size)
+            except Exception as exc:  # noqa: BLE001 - the pipeline's first batch meets it again and says it properly
+                log.debug("warming the model up at %dx%d failed: %s", size[1], size[0], exc)
+                return
+            log.info("model warmed up at %dx%d in %.1f s", size[1], size[0], took)
+
     def _try_open(self, plan: RoutePlan, index: int, sources: dict[int, Source]) -> None:
         inp = self.config.input
         try:
             source = self._stack.enter_context(open_source(plan.spec, timeout=inp.timeout, reconnect=inp.reconnect,
                                                            reconnect_max_delay=inp.reconnect_max_delay,
-                                                           decode_threads=self.threads.decode))
+                                                           decode_threads=self.threads.decode,
+                                                           resume=plan.resume))
         except SourceError as exc:
             self._failed.append((plan, exc))
             if len(self.config.sources) > 1:

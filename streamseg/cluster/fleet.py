@@ -86,6 +86,11 @@ class _Source:
         """Its counters over every run so far."""
         return self.last.totals(self.base) if self.last is not None else dict(self.base)
 
+    @property
+    def worked(self) -> bool:
+        """It delivered frames once: wherever it runs next, a stream that is down is waited for, not failed."""
+        return self.totals()["frames_read"] > 0
+
 
 @dataclass
 class FleetReport:
@@ -281,7 +286,7 @@ class Fleet(Closing):
                     source.stopped(now)
             w.assigned = want
             if w.up and (want != w.told or w.delivered_to != w.incarnation):
-                w.actor.assign.remote(want)
+                w.actor.assign.remote(want, [n for n in want if self._sources[n].worked])
                 w.told, w.delivered_to = want, w.incarnation
 
     def _publish(self) -> None:

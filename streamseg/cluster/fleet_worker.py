@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +93,7 @@ class FleetWorker:
             self.load_error = failure_reason(exc)
         self._lock = threading.Lock()
         self._want: dict[str, str] = {}  # name -> spec, as the driver last asked
+        self._worked: set[str] = set()  # sources that delivered frames (here or, per the driver, anywhere)
         self._running: dict[str, str] = {}  # what the current run holds
         self._run = None
         self._run_thread: threading.Thread | None = None
@@ -111,11 +113,14 @@ class FleetWorker:
             self._manager.start()
 
     # -- what the driver calls (any of the actor's threads) -------------------------------------
-    def assign(self, sources: dict[str, str]) -> None:
-        """Run these sources (name -> spec) from now on; returns at once, the manager thread does the work."""
+    def assign(self, sources: dict[str, str], worked: Iterable[str] = ()) -> None:
+        """Run these sources (name -> spec) from now on; returns at once, the manager thread does the work.
+        ``worked``: those that delivered frames before (on any worker): each is opened even while its stream is
+        down and reconnected with the backoff, where one that never worked fails after its first try."""
         with self._lock:
             self._heard = time.monotonic()
             self._want = dict(sources)
+            self._worked.update(worked)
         self._wake.set()
 
     def status(self) -> dict:
@@ -199,9 +204,10 @@ class FleetWorker:
             except OSError as exc:
                 self._fail(name, f"cannot create {folder}: {exc.strerror or exc}")
                 continue
-            plans.append(source_plan(spec, name, outdir, json_export=config.json_export,
-                                     masks_export=config.masks_export,
-                                     first_segment=next_segment_number(folder / RECORDING)))
+            plans.append(replace(source_plan(spec, name, outdir, json_export=config.json_export,
+                                             masks_export=config.masks_export,
+                                             first_segment=next_segment_number(folder / RECORDING)),
+                                 resume=name in self._worked))
         if not plans:
             return
         placeholder = Path(RECORDING)  # the paths are the plans'; these only switch the kinds on
@@ -265,5 +271,7 @@ class FleetWorker:
                     thread.join(timeout=10)
             snapshot = run.snapshot()
             self._final = self._named(snapshot) if snapshot is not None else []  # the run's last figures
+            with self._lock:
+                self._worked.update(f.source for f in self._final if f.frames_read)
         with self._lock:
             self._run, self._run_thread, self._running = None, None, {}

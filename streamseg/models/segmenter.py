@@ -13,6 +13,7 @@ pipeline, or the caller in the Python API).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -110,6 +111,15 @@ class Segmenter:
     def reset(self) -> None:
         """Forget state carried from frame to frame (``--smooth``): call between unrelated videos."""
         self.head.reset()
+
+    def warm_up(self, size: tuple[int, int]) -> float:
+        """Run the model once on a black picture of ``size`` (height, width), then forget it: what the first batch
+        would convert and compile (an OpenVINO graph for that input size: seconds) is done now, before a live
+        source's frames wait on it. Returns the seconds it took."""
+        started = time.monotonic()
+        self([np.zeros((*size, 3), np.uint8)])
+        self.reset()
+        return time.monotonic() - started
 
     def _label_maps(self, images: list[np.ndarray]) -> list[np.ndarray]:
         outputs = self.forward(self.preprocess(images))

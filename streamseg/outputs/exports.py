@@ -69,6 +69,9 @@ class JsonLinesExport(Closing):
     For a finite input the file is written under a temporary name and renamed into place when
     closed (with every record up to a stop or an error); for a live source (``live``) it is
     written in place, synced at most once a second, so that a crash keeps every line written.
+    A live source's ``pts`` count from the first record, as the recording's MP4 does from the same frame
+    (frames before it may have been dropped by the live policy): a record's ``pts`` is its frame's time in
+    the video.
     """
 
     def __init__(self, path: str | Path, *, masks: bool = False, live: bool = False) -> None:
@@ -86,6 +89,7 @@ class JsonLinesExport(Closing):
             raise OutputError(f"cannot create {self.path}: {short_message(exc)}") from exc
         self._syncer = Syncer(self._file_path) if live and not special else None
         self._live = live or special
+        self._origin: float | None = None if live else 0.0  # pts of the first record (a live source's time 0)
         self._kept = False
         self.records = 0
 
@@ -100,7 +104,11 @@ class JsonLinesExport(Closing):
             if self.masks:
                 item["rle"] = rle_encode(ids == seg.id)
             segments.append(item)
-        record = {"frame": result.frame.index, "pts": result.frame.seconds, "task": result.task, "segments": segments}
+        pts = result.frame.seconds
+        if pts is not None:
+            self._origin = pts if self._origin is None else self._origin
+            pts = round(pts - self._origin, 6)
+        record = {"frame": result.frame.index, "pts": pts, "task": result.task, "segments": segments}
         if result.frame.name:
             record["file"] = result.frame.name
         try:

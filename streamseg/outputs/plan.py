@@ -110,6 +110,7 @@ class RoutePlan:
     json_path: Path | None
     masks_dir: Path | None
     folders: tuple[Path, ...] = ()  # folders that hold several sources' outputs, created when opening
+    resume: bool = False  # it delivered frames before (a fleet source moved or restarted): waited for if down
 
 
 def source_name(spec: str) -> str:

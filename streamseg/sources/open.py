@@ -33,11 +33,12 @@ def _first_then(first: Source, opener: Callable[[], Source]) -> Callable[[], Sou
 
 
 def open_source(spec: str, *, camera: int | None = None, timeout: float = 10.0, reconnect: int | None = None,
-                reconnect_max_delay: float = 30.0, decode_threads: int = 0) -> Source:
+                reconnect_max_delay: float = 30.0, decode_threads: int = 0, resume: bool = False) -> Source:
     """The right source for a path, URL, ``camera:N`` or camera index. Raises :class:`SourceError`.
 
     Live network streams come back after a failure (``reconnect`` attempts in a row;
-    ``None``: no limit) and are timed by the wall clock.
+    ``None``: no limit) and are timed by the wall clock. ``resume``: the stream delivered frames before
+    (a fleet source moved or restarted), so one that is down now is waited for with the backoff, not failed.
     """
     if camera is None and spec.startswith("camera:"):
         number = spec.split(":", 1)[1]
@@ -49,10 +50,16 @@ def open_source(spec: str, *, camera: int | None = None, timeout: float = 10.0, 
     if is_url(spec):
         if spec.lower().startswith("http") and Path(urlparse(spec).path).suffix.lower() in IMAGE_EXTENSIONS:
             return ImageSource(spec, timeout=timeout)
-        probe = VideoSource(spec, timeout=timeout, threads=decode_threads)
+        again = lambda: VideoSource(spec, live=True, timeout=timeout, threads=decode_threads)  # noqa: E731
+        try:
+            probe = VideoSource(spec, timeout=timeout, threads=decode_threads)
+        except SourceError:
+            if not resume:
+                raise
+            return ReconnectingSource(spec, timeout=timeout, attempts=reconnect, max_delay=reconnect_max_delay,
+                                      opener=again, resume=True)
         if not probe.live:  # an http(s) video file: read as a file
             return probe
-        again = lambda: VideoSource(spec, live=True, timeout=timeout, threads=decode_threads)  # noqa: E731
         return ReconnectingSource(spec, timeout=timeout, attempts=reconnect, max_delay=reconnect_max_delay,
                                   opener=_first_then(probe, again))
     p = Path(spec)

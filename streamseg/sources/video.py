@@ -75,6 +75,12 @@ class VideoSource(SourceBase):
         self.damaged_packets = 0  # packets the decoder could not use and skipped (as players do)
         self._closed = False
 
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(height, width) of the stream's pictures as opened (``None``: not known yet)."""
+        ctx = self._stream.codec_context
+        return (ctx.height, ctx.width) if ctx.height and ctx.width else None
+
     def __iter__(self) -> Iterator[Frame]:
         """Every frame, upright (a display matrix's rotation applied), with the stream's timestamps.
 

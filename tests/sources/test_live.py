@@ -97,6 +97,50 @@ def test_reconnect_0_ends_at_the_first_end_and_interrupt_ends_a_wait():
     assert time.monotonic() - t0 < 2.5 and len(calls) >= 3
 
 
+class Scripted:
+    """A stand-in connection: frames at the given stream times (ms), each read after the given wall-clock wait."""
+
+    live = True
+    fps = 25.0
+
+    def __init__(self, clock: FakeClock, steps: list[tuple[int, float]]) -> None:
+        self.clock, self.steps = clock, steps
+
+    def __iter__(self):
+        for i, (pts, wait) in enumerate(self.steps):
+            self.clock.now += wait
+            yield Frame(index=i, image=np.zeros((4, 4, 3), np.uint8), pts=pts, time_base=Fraction(1, 1000))
+
+    def close(self) -> None:
+        pass
+
+
+def _times(steps):
+    clock = FakeClock()
+    src = ReconnectingSource("tcp://test", attempts=0, opener=lambda: Scripted(clock, steps), clock=clock)
+    return [f.pts for f in src], src
+
+
+def test_frames_that_arrive_in_a_burst_after_a_stall_keep_the_cameras_spacing():
+    # frame 0, then the reader stalls 1.5 s (a model warming up), then the 40 frames the server buffered arrive
+    # at once: no freeze after frame 0, no frames 1 ms apart
+    ms, src = _times([(5000, 0.0)] + [(5000 + 40 * i, 1.5 if i == 1 else 0.001) for i in range(1, 41)]
+                     + [(5000 + 40 * i, 0.04) for i in range(41, 60)])
+    assert ms == [40 * i for i in range(60)] and src.jumps == 0
+
+
+@pytest.mark.parametrize("jump_ms", [-4000, -95_443_717, 3_600_000], ids=["encoder-restart", "mpegts-wrap", "leap"])
+def test_a_stream_whose_timestamps_jump_goes_on_evenly_and_always_forward(jump_ms):
+    # 10 frames, then the stream's clock jumps (back to an earlier time, the 2^33/90 kHz wrap, an hour ahead)
+    # while the wall clock moves on 40 ms a frame
+    base = 100_000_000
+    steps = [(base + 40 * i, 0.04) for i in range(10)] + [(base + jump_ms + 40 * i, 0.04) for i in range(10, 20)]
+    ms, src = _times(steps)
+    assert src.jumps == 1
+    assert all(b > a for a, b in zip(ms, ms[1:]))
+    assert np.diff(ms).tolist() == [40] * 19  # placed by the wall clock, which moved 40 ms
+
+
 def decode_until_damage(path) -> tuple[list[np.ndarray], list[float]]:
     """Frames a player shows from a recording cut short: everything before the cut (a partial last fragment)."""
     images, times = [], []
