@@ -59,6 +59,7 @@ class SourceBase(Closing):
     reconnects = 0
     gap_seconds = 0.0
     damaged_packets = 0
+    jumps = 0  # times the source's timestamps went back or leapt ahead (and were carried on evenly)
     connected = True
 
     def interrupt(self) -> None:

@@ -59,6 +59,7 @@ from streamseg.roles import DrawFn, Export, SegmentFn, Sink, Source
 from .channel import END, Channel
 from .live_batch import LiveBatch
 from .stats import RunStats, Snapshot, SourceFigures, source_figures
+from .steady import SteadySize
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class Pipeline:
         stats, source = route.stats, route.source
         st = stats.stages["decode"]
         first: float | None = None  # the first frame's time, for --duration
+        steady = SteadySize(source.description)  # every frame at the first one's size
         try:
             it = iter(source)
             while not self.stop_event.is_set():
@@ -181,6 +183,8 @@ class Pipeline:
                         break
                 st.items += 1
                 stats.frames_read += 1
+                frame = steady(frame)
+                stats.size_changes = steady.changes
                 channel.put(frame if frame.source == i else dataclasses.replace(frame, source=i))
         except Stopped:
             pass
@@ -397,6 +401,7 @@ class Pipeline:
             st.reconnects = route.source.reconnects
             st.gap_seconds = route.source.gap_seconds
             st.damaged_packets = route.source.damaged_packets
+            st.time_jumps = route.source.jumps
             st.wall_seconds = wall
         self.stats = RunStats.total((r.stats for r in self.routes), batches=self._batches,
                                     wall_seconds=wall,

@@ -42,6 +42,8 @@ class RunStats:
     reconnects: int = 0  # a live stream that failed or ended and came back
     gap_seconds: float = 0.0  # wall-clock time lost to reconnects
     damaged_packets: int = 0  # packets the decoder rejected and skipped
+    size_changes: int = 0  # times the source's picture size changed (frames letterboxed to the first size)
+    time_jumps: int = 0  # times the source's timestamps went back or leapt ahead
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))  # capture -> written
     stages: dict[str, StageTimes] = field(default_factory=lambda: {name: StageTimes() for name in STAGES})
     latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))  # frames at or under each
@@ -75,6 +77,10 @@ class RunStats:
         gaps = f", reconnects {self.reconnects} ({self.gap_seconds:.1f} s lost)" if self.reconnects else ""
         if self.damaged_packets:
             gaps += f", damaged packets skipped {self.damaged_packets}"
+        if self.size_changes:
+            gaps += f", picture size changes {self.size_changes}"
+        if self.time_jumps:
+            gaps += f", timestamp jumps {self.time_jumps}"
         lat = self.latency_percentiles()
         latency = f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms; " if self.live else ""
         return (f"frames read {self.frames_read}, written {self.frames_written}, dropped {self.frames_dropped}{gaps}; "
@@ -86,7 +92,7 @@ class RunStats:
         out = cls(batches=batches, wall_seconds=wall_seconds, completed=completed)
         for st in parts:
             for name in ("frames_read", "frames_inferred", "frames_written", "frames_dropped", "reconnects",
-                         "gap_seconds", "damaged_packets"):
+                         "gap_seconds", "damaged_packets", "size_changes", "time_jumps"):
                 setattr(out, name, getattr(out, name) + getattr(st, name))
             out.live = out.live or st.live
             out.latency_ms.extend(st.latency_ms)
@@ -96,7 +102,8 @@ class RunStats:
         return out
 
 
-COUNTERS = ("frames_read", "frames_inferred", "frames_written", "frames_dropped", "reconnects", "bytes_written")
+COUNTERS = ("frames_read", "frames_inferred", "frames_written", "frames_dropped", "reconnects", "bytes_written",
+            "size_changes", "time_jumps")
 
 
 @dataclass
@@ -117,6 +124,8 @@ class SourceFigures:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {"seconds": s, "items": n}
     reconnects: int = 0
     gap_seconds: float = 0.0
+    size_changes: int = 0  # the picture's size changed (frames letterboxed to the first size)
+    time_jumps: int = 0  # the stream's timestamps went back or leapt ahead (carried on evenly)
     connected: bool = True
     live: bool = True
     ended: bool = False
@@ -171,7 +180,8 @@ def source_figures(st: RunStats, source: Source, *, channel_depth: int, dropped:
         fps=st.frames_written / elapsed if elapsed > 0 else 0.0, latency_ms=st.latency_percentiles(),
         latency_histogram={"buckets": list(st.latency_buckets), "count": st.latency_count, "sum": st.latency_sum},
         stages={name: {"seconds": t.seconds, "items": t.items} for name, t in st.stages.items()},
-        reconnects=source.reconnects, gap_seconds=source.gap_seconds, connected=bool(source.connected), live=st.live,
+        reconnects=source.reconnects, gap_seconds=source.gap_seconds, size_changes=st.size_changes,
+        time_jumps=source.jumps, connected=bool(source.connected), live=st.live,
         ended=st.completed, last_read_age=None if st.last_read is None else time.monotonic() - st.last_read,
         bytes_written=bytes_written, publish_reconnects=publish_reconnects,
         publish_failures=publish_failures, error=error)

@@ -44,6 +44,11 @@ class _Collector:
                                                                 "behind a live source", "frames_dropped")
         yield per_source(CounterMetricFamily, "reconnects", "Times a live stream came back after failing or ending",
                          "reconnects")
+        yield per_source(CounterMetricFamily, "size_changes", "Times the source's picture size changed (frames "
+                                                              "letterboxed to the size the outputs started with)",
+                         "size_changes")
+        yield per_source(CounterMetricFamily, "time_jumps", "Times the source's timestamps went back or leapt ahead "
+                                                            "(carried on evenly)", "time_jumps")
         yield per_source(GaugeMetricFamily, "queue_depth", "Frames waiting for inference", "queue_depth")
         yield per_source(GaugeMetricFamily, "output_bytes", "Bytes written to the source's output files and streams",
                          "bytes_written")

@@ -92,6 +92,7 @@ class VideoSource(SourceBase):
         step = int(round(1 / (float(tb) * self.fps))) if self.fps else 1
         first: int | None = None
         last: int | None = None
+        shift, spacing = 0, step  # added to a file's timestamps after each jump back; ticks between two frames
         index = 0
         try:
             for packet in self._container.demux(self._stream):
@@ -102,10 +103,18 @@ class VideoSource(SourceBase):
                     log.debug("%s: damaged packet at %s skipped (%s)", self.description, packet.pts, short_message(exc))
                     continue
                 for vf in decoded:
-                    pts = vf.pts if vf.pts is not None else (last + step if last is not None else 0)
+                    pts = vf.pts + shift if vf.pts is not None else (last + spacing if last is not None else 0)
                     if self.live:
                         first = pts if first is None else first
                         pts -= first
+                    elif last is not None and pts < last:  # concatenated MPEG-TS, an encoder restart: back in time
+                        self.jumps += 1
+                        log.warning("%s: timestamps go back by %.3f s at frame %d; carried on after the frame before",
+                                    self.description, float((last - pts) * tb), index)
+                        shift += last + spacing - pts
+                        pts = last + spacing
+                    elif last is not None and pts > last:
+                        spacing = pts - last  # the file's own spacing, for the next jump
                     last = pts
                     yield Frame(index=index, image=_upright(vf), pts=pts, time_base=tb)
                     index += 1
