@@ -14,7 +14,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from streamseg.errors import InputError, StreamsegError, describe
 
@@ -49,14 +50,74 @@ def _configure_logging(verbose: bool, debug: bool) -> None:
             pass
 
 
-def _quiet_ray(debug: bool) -> None:
-    """Ray's own messages (its C++ log level, its Python loggers) stay out of the user's terminal unless debugging;
-    set before Ray starts, since its processes read the level from the environment they inherit."""
+@contextlib.contextmanager
+def _quiet_ray(debug: bool):
+    """Ray's own output stays out of the user's terminal unless debugging: its Python loggers are silenced, its
+    C++ log level is set for the processes it starts (they read it from the environment they inherit), and what
+    is still written to this process's stderr below Python (the C++ core's lines, with raw colour codes) and the
+    raylet's error paragraphs Ray prints on the driver go to ``ray/streamseg-PID.log`` in the temp folder, beside
+    Ray's own logs. streamseg's lines (logging, ``_say``, progress) still reach the terminal."""
     if debug:
+        yield
         return
+    import io
+    import tempfile
+
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    folder = Path(tempfile.gettempdir()) / "ray"
+    try:
+        folder.mkdir(exist_ok=True)
+        sink = open(folder / f"streamseg-{os.getpid()}.log", "ab", buffering=0)  # noqa: SIM115 - closed below
+    except OSError:  # nowhere to put them: the loggers are quiet at least
+        yield
+        return
+    sys.stderr.flush()
+    terminal_fd = os.dup(2)
+    terminal = io.TextIOWrapper(os.fdopen(terminal_fd, "wb", buffering=0), encoding=sys.stderr.encoding or "utf-8",
+                                errors="backslashreplace", line_buffering=True, write_through=True)
+    old_stderr = sys.stderr
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is old_stderr]
+    os.dup2(sink.fileno(), 2)  # fd 2: Ray's C++ core here, and the processes Ray starts from here
+    sys.stderr = terminal
+    for h in handlers:
+        h.setStream(terminal)
+    restore = _divert_ray_prints(sink)
+    try:
+        yield
+    finally:
+        restore()
+        for h in handlers:
+            h.setStream(old_stderr)
+        sys.stderr = old_stderr
+        terminal.flush()
+        os.dup2(terminal_fd, 2)
+        terminal.close()
+        sink.close()
+
+
+def _divert_ray_prints(sink) -> Callable[[], None]:
+    """Ray's driver prints the errors its raylets publish ("A worker died or was killed ...", in colour) straight to
+    sys.stdout and sys.stderr: into ``sink`` instead. Returns the undo. Ray's private API: if it moved, nothing
+    is diverted."""
+    try:
+        import ray._private.worker as ray_worker
+    except ImportError:
+        return lambda: None
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None:
+        return lambda: None
+
+    def to_sink(data, ignore_prefix: bool = False) -> None:
+        try:
+            sink.write(("".join(f"({data.get('pid', 'ray')}) {line}\n" for line in data.get("lines", []))).encode())
+        except (OSError, ValueError):
+            pass
+
+    ray_worker.print_to_stdstream = to_sink
+    return lambda: setattr(ray_worker, "print_to_stdstream", original)
 
 
 def _say(text: str) -> None:
@@ -175,9 +236,9 @@ def _batch(args: argparse.Namespace) -> int:
     from streamseg.cluster.batch import MANIFEST, run_batch
 
     config = batch_config(args)
-    _quiet_ray(args.debug)
     try:
-        counts = run_batch(config, progress=not args.quiet)
+        with _quiet_ray(args.debug):
+            counts = run_batch(config, progress=not args.quiet)
     except KeyboardInterrupt:
         _say("interrupted; rerun the same command to finish the rest")
         return EXIT_INTERRUPTED
@@ -192,8 +253,7 @@ def _fleet(args: argparse.Namespace) -> int:
     from streamseg.cluster.fleet import Fleet, fleet_summary
 
     config = fleet_config(args)
-    _quiet_ray(args.debug)
-    with Fleet(config, on_event=_say) as fleet:
+    with _quiet_ray(args.debug), Fleet(config, on_event=_say) as fleet:
         fleet.open()
         if fleet.view is not None:  # a token is shown once, and only one streamseg made up
             view = fleet.view

@@ -58,6 +58,8 @@ def test_a_batch_annotates_every_good_clip_as_the_cli_does_with_its_drawing_flag
     proc = batch(str(listing), "-o", str(out), "--ray", ray_address, "--model", str(tiny_model), *flags)
     assert proc.returncode == 1, proc.stderr  # one input failed
     assert "5 inputs: 4 done, 1 failed, 0 skipped" in proc.stderr
+    # streamseg's own lines only: none of Ray's C++ logger or colour codes (issue 23)
+    assert all(line.startswith("streamseg: ") for line in proc.stderr.splitlines() if line.strip()), proc.stderr
     rows = {r["input"]: r for r in manifest(out)}
     assert set(rows) == {*map(str, paths), str(corrupt)}
     assert rows[str(corrupt)]["status"] == "failed" and "not a readable video" in rows[str(corrupt)]["reason"]

@@ -259,6 +259,9 @@ def test_a_fleet_resumes_a_killed_workers_sources_and_sigterm_stops_every_worker
                 proc.wait()
     text = log.read_text()
     assert "Traceback" not in text
+    # streamseg's own lines only: none of Ray's C++ logger, raylet paragraphs or colour codes (issue 23)
+    assert all(line.startswith("streamseg: ") for line in text.splitlines() if line.strip()), text
+    assert "\x1b[" not in text and "logging.cc" not in text
     assert "worker-0 lost" in text and "resumed on" in text, text
     _wait(lambda: not any(_alive(pid) for pid in pids), 15, "no worker process left")
     assert time.monotonic() - stopped < 15
