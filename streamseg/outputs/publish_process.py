@@ -50,7 +50,11 @@ class Connection:
             height, width = image.shape[:2]
             fps = settings["fps"]
             options = encoder_options("libx264", crf=23, preset="veryfast", threads=0, live=True)
-            options["g"] = str(max(1, int(round(settings["keyframe_seconds"] * fps))))
+            # keyframes are forced by time (see send): a live source's drops make frames sparser than fps says, and
+            # a count of frames would stretch HLS segments and the wait of a viewer joining; x264's own limit only
+            # backs that up, and it adds none at scene cuts
+            options["g"] = str(max(1, int(round(settings["keyframe_seconds"] * fps * 4))))
+            options["x264-params"] = "scenecut=0"
             self.stream = add_h264_stream(self.container, "libx264", width=width, height=height, fps=fps,
                                           time_base=Fraction(1, 1000), options=options)
             self.audio: AudioCopy | None = None
@@ -64,6 +68,8 @@ class Connection:
             self.container.close()
             raise
         self.fps = fps
+        self._keyframe_ms = settings["keyframe_seconds"] * 1000
+        self._key_at: int | None = None  # pts (ms) of the last keyframe
         self._last = -1
         self.sent = 0
         self.bytes = 0
@@ -75,6 +81,9 @@ class Connection:
             self.audio.copy_until(seconds)
         vf = rgb_frame(image)
         vf.pts, vf.time_base = pts, Fraction(1, 1000)
+        if self._key_at is None or pts - self._key_at >= self._keyframe_ms - 0.5 * 1000 / self.fps:
+            vf.pict_type = av.video.frame.PictureType.I  # an HLS segment, or a joining viewer, starts here
+            self._key_at = pts
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
             self.bytes += packet.size

@@ -72,6 +72,9 @@ class VideoSource(SourceBase):
             frames = int(round(float(self._stream.duration * self._stream.time_base) * self.fps))
         self.expected_frames = frames or None
         self.audio_path = spec if (not url and self._container.streams.audio) else None
+        if self.live and self._container.streams.audio:
+            _warn_once(f"{name}: the stream's audio is not recorded or published (a live stream's audio is not "
+                       "carried; a file's is)")
         self.damaged_packets = 0  # packets the decoder could not use and skipped (as players do)
         self._closed = False
 

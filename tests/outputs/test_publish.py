@@ -205,3 +205,23 @@ def test_hls_segments_listed_while_the_stream_goes_on_already_decode(tmp_path):
     finally:
         publisher.close()
     assert checked and checked[-1] == 3 and publisher.dropped == 0
+
+
+def test_hls_segments_last_the_hls_time_when_a_live_source_drops_frames(tmp_path):
+    """A live source whose drops leave 10 of its 25 fps (irregularly): segments still last about --hls-time."""
+    publisher = Publisher(tmp_path / "live.m3u8", fps=25, hls_time=2, hls_list_size=20)
+    rng = np.random.default_rng(1)
+    kept = np.sort(rng.choice(250, 100, replace=False))  # 10 s of a 25 fps camera, 100 frames left
+    try:
+        for n, i in enumerate(kept):
+            image = np.full((96, 160, 3), 90, np.uint8)
+            image[40:56, i % 140:i % 140 + 20] = 200  # a small square moving: no scene cut for x264 to key on
+            publisher.write(Frame(index=n, image=image, pts=int(i) * 40, time_base=Fraction(1, 1000)))
+            time.sleep(0.01)
+    finally:
+        publisher.close()
+    lines = (tmp_path / "live.m3u8").read_text().splitlines()
+    durations = [float(line.split(":")[1].rstrip(",")) for line in lines if line.startswith("#EXTINF")]
+    assert len(durations) >= 4, lines
+    # each full segment from one forced keyframe to the next: 2 s plus at most the gap to the next frame kept
+    assert all(1.9 <= d <= 2.6 for d in durations[:-1]), durations

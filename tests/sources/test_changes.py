@@ -138,3 +138,25 @@ def test_a_live_stream_that_changes_is_recorded_at_one_size_always_forward_and_c
     assert 9.0 <= times[-1] <= 13.0, times[-1]  # two copies of 6 s: as long as the stream ran, not squeezed
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+
+
+@needs_ffmpeg
+def test_a_live_streams_audio_is_named_once_as_not_carried(tiny_model, tmp_path):
+    from conftest import SAMPLE_CLIP
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    server = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(SAMPLE_CLIP), "-c", "copy",
+                               "-f", "mpegts", f"{url}?listen=1"], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        out = tmp_path / "rec.mp4"
+        proc = run_cli(url, "-o", str(out), "--model", str(tiny_model), "--duration", "3", "--no-display")
+    finally:
+        server.kill()
+        server.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("the stream's audio is not recorded or published") == 1, proc.stderr
+    with av.open(str(out)) as c:
+        assert len(c.streams.video) == 1 and not c.streams.audio
