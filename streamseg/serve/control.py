@@ -5,6 +5,8 @@ the next batch or frame. The HTTP server only routes; it never touches the model
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 
 from streamseg.errors import InputError
@@ -71,8 +73,14 @@ class Controls:
     def _point(self, control: PointControl, data) -> tuple[str, dict]:
         if not isinstance(data, dict):
             raise TypeError
-        x, y, source = float(data["x"]), float(data["y"]), int(data.get("source", 0))
-        if not 0 <= source < self.sources:
-            raise ValueError
+        x, y, source = data["x"], data["y"], data.get("source", 0)
+        for name, value in (("x", x), ("y", y)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"{name} must be a pixel coordinate: a number, 0 or more (got {json.dumps(value)[:40]})")
+        if isinstance(source, bool) or not isinstance(source, int) or not 0 <= source < self.sources:
+            raise InputError(f"source must be a source number from 0 to {self.sources - 1} (got {json.dumps(source)[:40]})")
+        if not isinstance(data.get("remove", False), bool):
+            raise InputError("remove must be true or false")
+        x, y = float(x), float(y)
         (control.remove_point if data.get("remove") else control.add_point)(x, y, source)
         return f"{'removing the object at' if data.get('remove') else 'tracking'} {x:g},{y:g}", {}

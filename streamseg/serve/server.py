@@ -150,6 +150,17 @@ class LiveServer:
             return name in self._hosts  # a name: only localhost and --serve-host names
         return "*" in self._hosts or ip.is_loopback or str(ip) in self._hosts
 
+    def origin_allowed(self, header: str | None) -> bool:
+        """Whether a request's ``Origin`` (a browser sends it with every POST) is a page of this server; none at all:
+        not a browser's cross-site request (curl, scripts)."""
+        if header is None:
+            return True
+        try:
+            origin = urlparse(header.strip())
+        except ValueError:
+            return False
+        return origin.scheme in ("http", "https") and bool(origin.netloc) and self.host_allowed(origin.netloc)
+
     def authorised(self, handler: BaseHTTPRequestHandler, query: dict) -> bool:
         if not self.token:
             return True
@@ -319,12 +330,24 @@ def _handler_for(server: LiveServer) -> type[BaseHTTPRequestHandler]:
             """``POST /prompt`` ``{"prompt": "person, red car"}``: the prompt set from the next batch on; ``POST /point``
             ``{"x": 320, "y": 180, "source": 0, "remove": false}``: track the object there (or stop). JSON only,
             so a page on another site cannot post it (a cross-site JSON request needs CORS, never granted here)."""
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
+            self.close_connection = True  # one request per connection: a body never read is never taken for the next
+            if self.headers.get("Transfer-Encoding"):
+                return self._answer(411, "send the body with a Content-Length (no chunked encoding)")
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                return self._answer(400, "bad Content-Length")
+            if length > MAX_BODY:
+                return self._answer(413, f"the body is {length} bytes; at most {MAX_BODY}")
+            body = self.rfile.read(length) if length else b""
             admitted = self._admit(self._answer)
             if admitted is None:
                 return
             url, _ = admitted
+            if not server.origin_allowed(self.headers.get("Origin")):  # a page of another site, posting here
+                return self._answer(403, "forbidden: a request from another site's page")
             if url.path not in controls.routes():
                 return self._answer(404, "not found")
             if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
@@ -333,7 +356,7 @@ def _handler_for(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                                     answer.message if answer.code == 404 else controls.usage(url.path))
             try:
                 data = json.loads(body or b"null")
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
                 data = None
             answer = controls.apply(url.path, data)
             self._answer(answer.code, answer.message, **answer.more)
