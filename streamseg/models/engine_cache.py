@@ -21,6 +21,23 @@ def cache_dir(kind: str) -> Path:
     return Path(root) / kind
 
 
+_private: dict[str, Path] = {}
+
+
+def private_cache(kind: str) -> Path:
+    """A temporary folder for this process's converted graphs, where the cache folder cannot be written; removed
+    when the process ends."""
+    if kind not in _private:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix=f"streamseg-{kind}-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _private[kind] = folder
+    return _private[kind]
+
+
 def model_key(model: torch.nn.Module, *extra: str) -> str:
     """A hash of what a converted graph depends on: the model's class, config, weights, the converting
     versions and ``extra`` (e.g. the runtime's version)."""

@@ -25,7 +25,7 @@ import torch
 
 from streamseg.errors import short_message
 
-from .engine_cache import EngineUnavailable, Logits, model_key
+from .engine_cache import EngineUnavailable, Logits, model_key, private_cache
 from .engine_cache import cache_dir as engine_cache
 
 log = logging.getLogger(__name__)
@@ -98,21 +98,42 @@ class OnnxForward:
         import onnxruntime as ort
 
         path = self.graph_path(height, width)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Its threads would otherwise spin after each op, taking the cores decode, render and encode need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             if not path.exists():
-                log.info("exporting the model to ONNX for %dx%d inputs: %s", width, height, path)
-                export(self._model, path, height, width)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self._threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # Its threads would otherwise spin after each op, taking the cores decode, render and encode need.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                path = self._export(height, width)
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            else:
+                try:
+                    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                except Exception as exc:  # noqa: BLE001 - a corrupt or half-copied entry: export it again
+                    log.warning("the cached ONNX model %s was unreadable (%s): exporting it again", path.name,
+                                short_message(exc, 120))
+                    path = self._export(height, width)
+                    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure means: use torch
             raise EngineUnavailable(f"ONNX export or session failed: {short_message(exc, 160)}") from exc
         self._sessions[(height, width)] = session
         return session
+
+    def _export(self, height: int, width: int) -> Path:
+        """Export the graph into the cache (or, where the cache cannot be written, a folder of this run's); its path."""
+        path = self.graph_path(height, width)
+        log.info("exporting the model to ONNX for %dx%d inputs: %s", width, height, path)
+        try:
+            export(self._model, path, height, width)
+        except OSError as exc:
+            self._cache = private_cache("onnx")
+            log.warning("cannot write the ONNX cache in %s (%s): exporting into %s for this run only", path.parent,
+                        short_message(exc, 100), self._cache)
+            path = self.graph_path(height, width)
+            export(self._model, path, height, width)
+        return path
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]

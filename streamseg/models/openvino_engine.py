@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -29,7 +30,7 @@ import torch
 
 from streamseg.errors import short_message
 
-from .engine_cache import EngineUnavailable, Logits, cache_dir, model_key
+from .engine_cache import EngineUnavailable, Logits, cache_dir, model_key, private_cache
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,22 @@ def convert(module: torch.nn.Module, path: Path, height: int, width: int) -> Non
         tmp.rmdir()
 
 
+def ir_damage(xml: Path) -> str | None:
+    """Why the OpenVINO IR at ``xml`` (with its ``.bin``) cannot be whole, or ``None``: the XML must be one
+    ``<net>`` to its end, and the weights file as long as the constants it lists."""
+    try:
+        text = xml.read_text(encoding="utf-8", errors="replace")
+        size = xml.with_suffix(".bin").stat().st_size
+    except OSError as exc:
+        return short_message(exc, 80)
+    if not (text.lstrip().startswith("<?xml") and "<net " in text and text.rstrip().endswith("</net>")):
+        return "its XML is cut short or is not an OpenVINO model"
+    end = max((int(o) + int(n) for o, n in re.findall(r'offset="(\d+)"\s+size="(\d+)"', text)), default=0)
+    if end > size:
+        return f"its weights file holds {size} of {end} bytes"
+    return None
+
+
 class OpenVinoForward:
     """``pixel_values (B, 3, h, w) float32 -> logits (B, C, h', w')`` through OpenVINO on the CPU, in
     ``precision`` (``"bf16"`` or ``"f32"``). One compiled model per input size, made on first use from the
@@ -126,16 +143,28 @@ class OpenVinoForward:
     def graph_path(self, height: int, width: int) -> Path:
         return self._cache / f"{self._key}-{height}x{width}.xml"
 
-    def _convert(self, height: int, width: int) -> None:
+    def _convert(self, height: int, width: int, *, unreadable: str | None = None) -> None:
+        """Convert for ``height x width`` into the cache (or, where it cannot be written, a folder of this run's),
+        with one warning saying so and why (``unreadable``: the cached entry it replaces)."""
         path = self.graph_path(height, width)
         started = time.monotonic()
         if self._model is None:
             self._model = self._loader()
-        convert(self._wrap(self._model), path, height, width)
+        where = f"cached in {path.parent}"
+        try:
+            convert(self._wrap(self._model), path, height, width)
+        except OSError as exc:  # a read-only, full or missing cache folder: this run converts into its own
+            self._cache = private_cache("openvino")
+            where = (f"the cache in {path.parent} cannot be written ({short_message(exc, 100)}): kept in {self._cache} "
+                     "for this run only")
+            convert(self._wrap(self._model), self.graph_path(height, width), height, width)
         took = time.monotonic() - started
         self.convert_seconds += took
-        log.warning("converted the model to OpenVINO for %dx%d inputs in %.1f s (cached in %s)", width, height, took,
-                    path.parent)
+        if unreadable:
+            log.warning("the cached OpenVINO model %s was unreadable (%s): converted it again in %.1f s (%s)",
+                        path.name, unreadable, took, where)
+        else:
+            log.warning("converted the model to OpenVINO for %dx%d inputs in %.1f s (%s)", width, height, took, where)
 
     def _compile(self, height: int, width: int, threads: int):
         """Compiled from the file, so that OpenVINO's blob cache (``CACHE_DIR``: 0.06 s instead of 0.17 s for
@@ -158,16 +187,18 @@ class OpenVinoForward:
         if found is not None:
             return found
         try:
-            if not self.graph_path(height, width).exists():
+            path = self.graph_path(height, width)
+            if not path.exists():
                 self._convert(height, width)
                 compiled = self._compile(height, width, threads)
             else:
                 try:
+                    damage = ir_damage(path)  # checked first: OpenVINO would try every other format's reader on it
+                    if damage:
+                        raise ValueError(damage)
                     compiled = self._compile(height, width, threads)
                 except Exception as exc:  # noqa: BLE001 - a corrupt or half-copied entry: convert it again
-                    log.warning("the cached OpenVINO model %s is unreadable (%s); converting it again",
-                                self.graph_path(height, width).name, short_message(exc, 120))
-                    self._convert(height, width)
+                    self._convert(height, width, unreadable=short_message(exc, 120))
                     compiled = self._compile(height, width, threads)
         except EngineUnavailable:
             raise

@@ -69,18 +69,35 @@ def test_missing_onnxruntime_falls_back_to_torch(tiny_model, cache, monkeypatch,
     assert all(np.array_equal(a, b) for a, b in zip(seg(frames), reference(frames)))
 
 
-def test_a_broken_graph_falls_back_to_torch_mid_run(tiny_model, cache, caplog):
+def test_a_damaged_graph_is_exported_again_with_one_warning_and_a_failing_export_falls_back_to_torch(
+        tiny_model, cache, caplog, monkeypatch):
     frames = scene_frames(2)
+    reference = Segmenter.load(ModelConfig(name=str(tiny_model), engine="torch"))(frames)
     Segmenter.load(ModelConfig(name=str(tiny_model), engine="onnxruntime"))(frames)  # export once
     (graph,) = cache.glob("*.onnx")
-    graph.write_bytes(b"not an onnx graph")
+    for damage in (b"not an onnx graph", graph.read_bytes()[:500], b""):  # a stray file, a copy cut short, empty
+        graph.write_bytes(damage)
+        seg = Segmenter.load(ModelConfig(name=str(tiny_model), engine="onnxruntime"))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="streamseg"):
+            labels = seg(frames)
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert seg.engine is Engine.ONNXRUNTIME and len(warned) == 1 and "was unreadable" in warned[0], warned
+        assert all(np.array_equal(a, b) for a, b in zip(labels, reference))
+
+    import streamseg.models.onnx_runtime as ort_engine
+
+    def failing_export(*args, **kwargs):
+        raise RuntimeError("the exporter cannot trace this model")
+
+    graph.unlink()
+    monkeypatch.setattr(ort_engine, "export", failing_export)
     seg = Segmenter.load(ModelConfig(name=str(tiny_model), engine="onnxruntime"))
     with caplog.at_level(logging.WARNING, logger="streamseg"):
         labels = seg(frames)
     assert seg.engine is Engine.TORCH
     assert "ONNX export or session failed" in caplog.text and "running the model in torch" in caplog.text
-    reference = Segmenter.load(ModelConfig(name=str(tiny_model), engine="torch"))
-    assert all(np.array_equal(a, b) for a, b in zip(labels, reference(frames)))
+    assert all(np.array_equal(a, b) for a, b in zip(labels, reference))
 
 
 def test_compile_and_onnxruntime_are_alternatives(tiny_model, tmp_path):

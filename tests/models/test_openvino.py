@@ -4,6 +4,7 @@ when damaged, and torch where it does not apply."""
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from fractions import Fraction
 
@@ -71,12 +72,34 @@ def test_the_converted_model_is_reused_and_a_damaged_one_rebuilt(tiny_model, cac
     assert graph.stat().st_mtime_ns == mtime
     assert all(np.array_equal(a, b) for a, b in zip(labels, again))
 
-    graph.write_text("<net>cut short")  # a damaged entry: converted again, with one warning, never fatal
-    third = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
+    weights = graph.with_suffix(".bin")
+    damages = {  # a damaged entry (a copy cut short, a full disk, a stray file): converted again, one warning
+        "xml cut short": lambda: graph.write_text(graph.read_text()[:5000]),
+        "weights cut short": lambda: weights.write_bytes(weights.read_bytes()[:1000]),
+        "empty files": lambda: (graph.write_bytes(b""), weights.write_bytes(b"")),
+        "not an IR": lambda: graph.write_text("garbage"),  # once made OpenVINO try other formats, printing C++ errors
+    }
+    for what, damage in damages.items():
+        damage()
+        shutil.rmtree(cache / "compiled", ignore_errors=True)  # the blob cache would hide a damaged IR
+        third = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="streamseg"):
+            rebuilt = third(frames)
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert third.engine is Engine.OPENVINO and len(warned) == 1 and "was unreadable" in warned[0], (what, warned)
+        assert "converted it again" in warned[0]
+        assert all(np.array_equal(a, b) for a, b in zip(labels, rebuilt)), what
+
+
+def test_a_cache_folder_that_cannot_be_written_still_runs_openvino_with_one_warning(tiny_model, monkeypatch, caplog):
+    monkeypatch.setenv("STREAMSEG_CACHE", "/proc/streamseg-cache")  # not creatable, even for root
+    segmenter = Segmenter.load(ModelConfig(name=str(tiny_model), engine="openvino", dtype="float32"))
     with caplog.at_level(logging.WARNING, logger="streamseg"):
-        rebuilt = third(frames)
-    assert third.engine is Engine.OPENVINO and "is unreadable" in caplog.text and "converting it again" in caplog.text
-    assert all(np.array_equal(a, b) for a, b in zip(labels, rebuilt))
+        labels = segmenter(scene_frames(2))
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert segmenter.engine is Engine.OPENVINO and len(labels) == 2
+    assert len(warned) == 1 and "cannot be written" in warned[0] and "for this run only" in warned[0], warned
 
 
 def test_missing_openvino_falls_back_to_torch_and_auto_says_nothing(tiny_model, cache, monkeypatch, caplog):
