@@ -26,9 +26,9 @@ from .files import (
     make_output_folder,
     next_segment_number,
     partial_path,
+    special_file,
 )
 from .images import ImageFiles
-from .files import special_file
 
 VOID_8BIT = 255  # "no segment" in an 8-bit mask PNG
 VOID_16BIT = 65535  # ... and in a 16-bit one
