@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import subprocess
 import sys
 import threading
@@ -50,6 +51,8 @@ STALL_TIMEOUT = 5.0  # seconds a connection may hold a frame without sending any
 CLOSING_STALL = 2.0  # the same, once the run is stopping
 START_TIMEOUT = 10.0  # seconds to wait for a sending process to be ready before the first frames
 CLOSE_TIMEOUT = 5.0
+HLS_MIN_FREE = 256 * 1024  # bytes an HLS folder's disk must have free to take segments
+HLS_FREE_AFTER_FULL = 2 * HLS_MIN_FREE  # ... and once it was full, before publishing there again
 FILE_WAIT = 1.0  # seconds a file source's frame waits for room in the queue before it is dropped  # seconds to send the stream's end (encoder flushed, trailer) when the run stops
 _F_SETPIPE_SZ = 1031  # Linux: a pipe's buffer size
 
@@ -104,6 +107,7 @@ class Publisher(SinkBase):
         self._stop = threading.Event()
         self._closed = False
         self._started = threading.Event()  # the first connection's process is ready for frames (or failed)
+        self._folder_checked, self._folder_state = -1.0, None  # HLS: when its folder was checked, what was wrong
         self._thread = threading.Thread(target=self._run, name="streamseg-publish", daemon=True)
         self._thread.start()
         # a file source runs faster than real time: frames queued while the process starts (a second or so on
@@ -165,7 +169,10 @@ class Publisher(SinkBase):
 
     # -- the publish thread ---------------------------------------------------------------------
     def _settings(self) -> dict:
-        return {"target": self.target, "format": self._format, "options": self._options,
+        options = dict(self._options)
+        if self._hls and self._origin is not None:  # a new connection of this run: the playlist goes on where it was
+            options["hls_flags"] += "+append_list+discont_start"  # (numbering, old segments) after a discontinuity
+        return {"target": self.target, "format": self._format, "options": options,
                 "container_options": {} if self._hls else {"flush_packets": "1"}, "fps": self._fps,
                 "keyframe_seconds": self._keyframe_seconds, "audio_from": self._audio_from}
 
@@ -190,6 +197,13 @@ class Publisher(SinkBase):
                 item = self._queue.get()
                 if item is END:
                     break
+                if self._hls and self._folder_problem() is not None:  # gone or full: FFmpeg's HLS muxer says nothing
+                    if sender is not None:
+                        sender.finish(timeout=0.0)
+                        sender = None
+                        self._connected.clear()
+                    self.dropped_while_down += 1
+                    continue
                 if sender is None and (self._closed or time.monotonic() < retry_at):
                     self.dropped_while_down += 1  # no new connection to send the last frames once closed
                     continue
@@ -231,6 +245,34 @@ class Publisher(SinkBase):
                 problem = sender.finish(timeout=0.0 if self._stop.is_set() else CLOSE_TIMEOUT)
                 if problem and self.error is None:
                     log.warning("%s: %s", self.description, problem)
+
+    def _folder_problem(self) -> str | None:
+        """For an HLS playlist: why its folder cannot take segments now (gone, or full), checked at most twice a
+        second; each episode is one warning, and its end another. FFmpeg's HLS muxer drops failed segment writes
+        without a word (a full disk left empty playlists and segments, a vanished folder a loop of reconnects)."""
+        now = time.monotonic()
+        if now - self._folder_checked < 0.5:
+            return self._folder_state
+        self._folder_checked = now
+        folder = self.path.parent  # type: ignore[union-attr]
+        try:
+            free = shutil.disk_usage(folder).free if folder.is_dir() else None
+        except OSError:
+            free = None
+        if free is None:
+            problem = f"the folder {folder} is gone"
+        elif free < (HLS_FREE_AFTER_FULL if self._folder_state else HLS_MIN_FREE):
+            problem = f"no space left in {folder} ({free // 1024} KiB free)"
+        else:
+            problem = None
+        if problem and not self._folder_state:
+            self.failures += 1
+            log.warning("%s: %s: not publishing until it can take segments again (the other outputs go on)",
+                        self.description, problem)
+        elif self._folder_state and not problem:
+            log.warning("%s: %s can take segments again: publishing", self.description, folder)
+        self._folder_state = problem
+        return problem
 
     def _on_sent(self, sender: _Sender, count: int, size: int) -> None:
         """The reader thread of ``sender``: ``count`` more frames (``size`` more bytes) went out."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -225,3 +226,69 @@ def test_hls_segments_last_the_hls_time_when_a_live_source_drops_frames(tmp_path
     assert len(durations) >= 4, lines
     # each full segment from one forced keyframe to the next: 2 s plus at most the gap to the next frame kept
     assert all(1.9 <= d <= 2.6 for d in durations[:-1]), durations
+
+
+def _publish_for(publisher: Publisher, seconds: float, start: int = 0, during=None) -> int:
+    """Frames in real time (25 fps) for ``seconds``; ``during(i)`` is called before each frame."""
+    n = int(seconds * 25)
+    for i in range(start, start + n):
+        if during is not None:
+            during(i)
+        image = np.full((96, 160, 3), 90, np.uint8)
+        image[40:56, i % 140:i % 140 + 20] = 200
+        publisher.write(Frame(index=i, image=image, pts=i * 40, time_base=Fraction(1, 1000)))
+        time.sleep(0.04)
+    return start + n
+
+
+def test_an_hls_folder_that_vanishes_is_reported_once_and_published_again_when_it_is_back(tmp_path, caplog):
+    folder = tmp_path / "hls"
+    folder.mkdir()
+    publisher = Publisher(folder / "live.m3u8", fps=25, hls_time=1, hls_list_size=30)
+    try:
+        with caplog.at_level("WARNING", logger="streamseg"):
+            i = _publish_for(publisher, 2.5)
+            shutil.rmtree(folder)  # a cleanup job, an unmounted disk
+            i = _publish_for(publisher, 2.0, i)
+            assert not folder.exists()  # never made again behind the user's back (it may be a mount point)
+            folder.mkdir()
+            _publish_for(publisher, 3.0, i)
+    finally:
+        publisher.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("is gone" in m for m in messages) == 1 and sum("can take segments again: publishing" in m for m in messages) == 1
+    assert publisher.publish_failures >= 1 and publisher.dropped >= 25  # the frames while it was gone, counted
+    listed = [line for line in (folder / "live.m3u8").read_text().splitlines() if line and not line.startswith("#")]
+    assert listed and all(len(decode(folder / name)[0]) >= 10 for name in listed)  # published again, playable
+
+
+def test_a_full_hls_disk_is_reported_once_and_publishing_resumes_when_there_is_room(tmp_path, caplog, monkeypatch):
+    """The free space the folder's disk reports is what the publisher watches (FFmpeg's HLS muxer drops failed
+    segment writes without a word): the disk is made to report full, then room again."""
+    import streamseg.outputs.publish as publish
+
+    free = {"bytes": 10**9}
+    real = shutil.disk_usage
+    monkeypatch.setattr(publish.shutil, "disk_usage",
+                        lambda path: real(path)._replace(free=free["bytes"]))
+    folder = tmp_path / "hls"
+    folder.mkdir()
+    publisher = Publisher(folder / "live.m3u8", fps=25, hls_time=1, hls_list_size=30)
+    try:
+        with caplog.at_level("WARNING", logger="streamseg"):
+            i = _publish_for(publisher, 2.5)
+            free["bytes"] = 100 * 1024  # full
+            time.sleep(0.6)
+            segments = set(folder.glob("*.ts"))
+            i = _publish_for(publisher, 2.5, i)
+            assert set(folder.glob("*.ts")) <= segments  # nothing more written while full
+            free["bytes"] = 300 * 1024  # a little room: not enough to start again (no flapping)
+            i = _publish_for(publisher, 1.0, i)
+            free["bytes"] = 10**9
+            _publish_for(publisher, 3.0, i)
+    finally:
+        publisher.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("no space left" in m for m in messages) == 1, messages
+    assert sum("can take segments again: publishing" in m for m in messages) == 1
+    assert len(set(folder.glob("*.ts")) - segments) >= 2  # published again once there was room
