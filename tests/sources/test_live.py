@@ -7,6 +7,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import threading
 import time
 from fractions import Fraction
@@ -328,3 +329,54 @@ def test_segment_files_are_listed_also_when_the_output_is_shared_with_a_live_vie
                    "--segment-time", "1.5", "--serve", "0", "-q")
     assert proc.returncode == 0, proc.stderr
     assert "wrote 3 files: " in proc.stderr and str(tmp_path / "rec-002.mp4") in proc.stderr
+
+
+def test_several_live_sources_one_goes_down_and_comes_back_while_the_others_record_and_serve(tiny_model, tmp_path):
+    """A single run with two cameras and --serve: the one that goes away is retried (it worked before) and shown
+    as reconnecting in /stats and /healthz while the other keeps recording; then it records again."""
+    import urllib.error
+    import urllib.request
+
+    from streamseg.testing.streams import SyntheticStreams
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def stats():
+        return {x["source"]: x for x in json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/stats", timeout=5).read())["sources"]}
+
+    def wait(condition, what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if found := condition():
+                    return found
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    out = tmp_path / "out"
+    with SyntheticStreams(2, fps=10) as cams, cli_process(
+            *cams.urls, "-o", str(out), "--model", str(tiny_model), "--serve", str(port),
+            "--reconnect-max-delay", "1", "--timeout", "2", "-q") as proc:
+        a, b = cams.urls
+        wait(lambda: all(x["frames_written"] >= 10 for x in stats().values()) and len(stats()) == 2, "both recording")
+        cams.stop(1)
+        rows = wait(lambda: (r := stats()) and not r[b]["connected"] and r, "b reconnecting")
+        before = rows[a]["frames_written"]
+        time.sleep(3.0)
+        rows = stats()
+        assert not rows[b]["connected"] and not rows[b].get("error") and rows[a]["frames_written"] >= before + 15
+        with pytest.raises(urllib.error.HTTPError) as health:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.value.code == 503 and "reconnecting" in health.value.read().decode()
+        cams.start(1)
+        written = rows[b]["frames_written"]
+        wait(lambda: (r := stats()[b])["connected"] and r["frames_written"] >= written + 10, "b recording again")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
