@@ -251,6 +251,8 @@ def test_a_fleet_resumes_a_killed_workers_sources_and_sigterm_stops_every_worker
             assert jpeg[:2] == b"\xff\xd8"
 
             proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)  # impatient: a second one still closes every file (checked below)
             assert proc.wait(timeout=90) == 0, log.read_text()
             stopped = time.monotonic()
         finally:
