@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,8 @@ class Run(Closing):
         """Before live sources' frames flow, the model runs once at their picture sizes: converting and compiling for
         a size (seconds with OpenVINO) would otherwise hold the first frame while the live policy drops the rest,
         leaving a frozen start in the recording. A failure here is left to the first batch to report."""
-        sizes = {getattr(s, "frame_size", None) or DEFAULT_SIZE for s in sources if s.live}
+        live = [s for s in sources if s.live]
+        sizes = {getattr(s, "frame_size", None) or DEFAULT_SIZE for s in live}
         for size in sorted(sizes)[:4]:
             try:
                 took = self.segmenter.warm_up(size)

@@ -51,7 +51,7 @@ def _configure_logging(verbose: bool, debug: bool) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_ray(debug: bool):
+def _quiet_ray(debug: bool, *, data: bool = False):
     """Ray's own output stays out of the user's terminal unless debugging: its Python loggers are silenced, its
     C++ log level is set for the processes it starts (they read it from the environment they inherit), and what
     is still written to this process's stderr below Python (the C++ core's lines, with raw colour codes) and the
@@ -64,8 +64,16 @@ def _quiet_ray(debug: bool):
     import tempfile
 
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+    if data:  # Ray Data sets up its own loggers when imported (a console handler at INFO): quieted after that
+        try:
+            import ray.data  # noqa: F401
+        except ImportError:
+            pass
+    for name in ("ray", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    for handler in logging.getLogger("ray.data").handlers:  # its file handler writes Ray's log folder: kept
+        if "File" not in type(handler).__name__:
+            handler.setLevel(logging.CRITICAL + 1)
     folder = Path(tempfile.gettempdir()) / "ray"
     try:
         folder.mkdir(exist_ok=True)
@@ -237,7 +245,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     config = batch_config(args)
     try:
-        with _quiet_ray(args.debug):
+        with _quiet_ray(args.debug, data=True):
             counts = run_batch(config, progress=not args.quiet)
     except KeyboardInterrupt:
         _say("interrupted; rerun the same command to finish the rest")

@@ -176,15 +176,18 @@ class Pipeline:
                 st.seconds += time.perf_counter() - t0
                 stats.last_read = time.monotonic()
                 if self.duration is not None:
-                    t = frame.time(source.fps)
+                    # a live source: the wall clock from its first frame read (what it sent while the run was getting
+                    # ready comes first, in a burst, and is not "later"); a file: its own time
+                    t = time.monotonic() if source.live else frame.time(source.fps)
                     first = t if first is None else first
                     if t - first >= self.duration:
                         stats.completed = True  # all that was asked for was read
                         break
                 st.items += 1
                 stats.frames_read += 1
-                frame = steady(frame)
-                stats.size_changes = steady.changes
+                if frame.name is None:  # stills of a folder keep each picture's own size
+                    frame = steady(frame)
+                    stats.size_changes = steady.changes
                 channel.put(frame if frame.source == i else dataclasses.replace(frame, source=i))
         except Stopped:
             pass
