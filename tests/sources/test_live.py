@@ -179,8 +179,9 @@ def test_a_stream_server_killed_and_restarted_is_reconnected_into_the_same_playa
     outage = int(gaps.argmax())
     assert outage + 1 >= 10 and len(frames) - outage - 1 >= 10, (outage, len(frames))
     # --duration 14 of wall-clock time from the first frame read, outage included; before it, what the stream sent
-    # while the run was getting ready (the probe, the model) is read in a burst, at the stream's own times
-    assert 12.0 <= times[-1] <= 14.0 + 3.0, times[-1]
+    # while the run was getting ready (the probe; a first OpenVINO conversion: seconds on busy cores) is read in a
+    # burst, at the stream's own times
+    assert 12.0 <= times[-1] <= 14.0 + 8.0, times[-1]
 
 
 @needs_ffmpeg
