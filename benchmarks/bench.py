@@ -289,7 +289,6 @@ def _engine_rows(choice: str, *, model: ModelConfig, video: Path, images: list[n
     import subprocess
     import sys
 
-
     from streamseg.app import Run
     from streamseg.config import OutputConfig, RunConfig
     from streamseg.models.segmenter import Segmenter
