@@ -161,12 +161,16 @@ class Run(Closing):
                              "(add -o out.mp4, or leave out --no-display to watch)")
         if self.segmenter is None:
             self.segmenter = Segmenter.load(config.model)
+        warmed = len(local) < len(plans) and self.segmenter.input_size_fixed()
+        if warmed:  # before the streams are opened: what they send while the model converts is not waiting for us
+            self._warm_up([DEFAULT_SIZE])
         for i, plan in enumerate(plans):
             if i not in local:
                 self._try_open(plan, i, sources)
         if not sources:
             raise self._nothing_opened(plans)
-        self._warm_up(sources.values())
+        if not warmed:
+            self._warm_up([getattr(s, "frame_size", None) or DEFAULT_SIZE for s in sources.values() if s.live])
         self.segmenter.reset()  # no state carried over from an earlier run
         shared = list(self._shared_sinks)
         if config.outputs.serve is not None:
@@ -185,13 +189,12 @@ class Run(Closing):
             self._stack.callback(outputs.close)  # also when the run never starts; close() is idempotent
             self._routes.append(_OpenRoute(plans[i], sources[i], renderer, outputs))
 
-    def _warm_up(self, sources) -> None:
-        """Before live sources' frames flow, the model runs once at their picture sizes: converting and compiling for
-        a size (seconds with OpenVINO) would otherwise hold the first frame while the live policy drops the rest,
-        leaving a frozen start in the recording. A failure here is left to the first batch to report."""
-        live = [s for s in sources if s.live]
-        sizes = {getattr(s, "frame_size", None) or DEFAULT_SIZE for s in live}
-        for size in sorted(sizes)[:4]:
+    def _warm_up(self, sizes) -> None:
+        """The model runs once at each picture size (height, width) before live frames flow: converting and
+        compiling for a size (seconds with OpenVINO) would otherwise hold the first frame while the live policy
+        drops the rest. A model whose input size does not depend on the picture's is warmed up before the streams
+        are opened (their frames do not pile up meanwhile). A failure here is left to the first batch to report."""
+        for size in sorted(set(sizes))[:4]:
             try:
                 took = self.segmenter.warm_up(size)
             except Exception as exc:  # noqa: BLE001 - the pipeline's first batch meets it again and says it properly

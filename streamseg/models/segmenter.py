@@ -112,6 +112,15 @@ class Segmenter:
         """Forget state carried from frame to frame (``--smooth``): call between unrelated videos."""
         self.head.reset()
 
+    def input_size_fixed(self) -> bool:
+        """Whether the model sees one input size whatever the picture's (a processor that resizes to a fixed size,
+        as SegFormer's does), so that it can be warmed up before the pictures' size is known."""
+        try:
+            shapes = {tuple(self.preprocess([np.zeros((h, w, 3), np.uint8)]).shape) for h, w in ((480, 640), (360, 640))}
+        except Exception:  # noqa: BLE001 - unknown: warm up once the size is known
+            return False
+        return len(shapes) == 1
+
     def warm_up(self, size: tuple[int, int]) -> float:
         """Run the model once on a black picture of ``size`` (height, width), then forget it: what the first batch
         would convert and compile (an OpenVINO graph for that input size: seconds) is done now, before a live
